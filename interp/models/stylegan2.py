@@ -1,0 +1,419 @@
+"""StyleGAN2 generator, numerically the NVIDIA stylegan2-ada-pytorch `Generator`, in plain PyTorch.
+
+One readable file, no custom CUDA/C++ ops: the same code runs on CPU and GPU, fp32 by default.
+Parameter and buffer names equal NVIDIA's `G_ema.state_dict()`, so an NVIDIA state dict loads strictly.
+
+Latent spaces: `z` [N, z_dim] -> mapping -> `ws` (W+) [N, num_ws, w_dim] -> per-layer affine -> `s`
+(StyleSpace, one vector per style layer) -> synthesis -> image [N, 3, H, W] in about [-1, 1].
+
+Style layers are named after their block and role: `b4.conv1`, `b4.torgb`, `b8.conv0`, `b8.conv1`,
+`b8.torgb`, ..., `b{R}.torgb`. `G.ws_index[name]` is the row of `ws` that feeds the layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NOISE_MODES = ("const", "random", "none")
+SQRT2 = math.sqrt(2.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    z_dim: int = 512                          # Input latent (Z) dimensionality.
+    w_dim: int = 512                          # Intermediate latent (W) dimensionality.
+    img_resolution: int = 1024                # Output resolution, a power of two >= 4.
+    img_channels: int = 3                     # Number of output colour channels.
+    mapping_layers: int = 8                   # Number of fully-connected layers in the mapping network.
+    mapping_lr_multiplier: float = 0.01       # Learning-rate multiplier of the mapping layers.
+    channel_base: int = 32768                 # Overall multiplier for the number of channels.
+    channel_max: int = 512                    # Maximum number of channels in any layer.
+    channels: dict[int, int] | None = None    # Explicit channels per resolution; overrides base/max.
+    conv_clamp: float | None = None           # Clamp the output of convolution layers to +-X, None = off.
+    w_avg_beta: float = 0.998                 # Decay of the running average of W during training.
+    architecture: str = "skip"                # Only NVIDIA's default for G, 'skip', is implemented.
+
+    def __post_init__(self) -> None:
+        res = self.img_resolution
+        if not isinstance(res, int) or res < 4 or res & (res - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {res!r}")
+        for name in ("z_dim", "w_dim", "img_channels", "mapping_layers", "channel_base", "channel_max"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.architecture != "skip":
+            raise ValueError(f"architecture {self.architecture!r} is not supported; allowed: 'skip'")
+        if self.channels is not None:
+            chans = {int(k): int(v) for k, v in self.channels.items()}
+            missing = [r for r in self.block_resolutions if r not in chans]
+            if missing:
+                raise ValueError(f"channels must give a count for every resolution; missing {missing}")
+            object.__setattr__(self, "channels", chans)
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.img_resolution)) + 1)]
+
+    def channels_at(self, res: int) -> int:
+        if self.channels is not None:
+            return self.channels[res]
+        return min(self.channel_base // res, self.channel_max)
+
+    @property
+    def num_ws(self) -> int:
+        return 2 * int(math.log2(self.img_resolution)) - 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["channels"] is not None:
+            d["channels"] = {str(k): v for k, v in d["channels"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown generator config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**dict(d))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Primitive ops
+
+
+def setup_filter(taps: list[float]) -> Tensor:
+    """Separable FIR filter as a normalised 2D outer product, e.g. [1, 3, 3, 1] -> [4, 4]."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+              gain: float = 1.0) -> Tensor:
+    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D FIR filter `f`."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)                                # [N, C, H*up, W*up]
+    x = F.pad(x, list(pad))
+    k = (f * gain).flip([0, 1]).to(x.dtype)                               # true convolution
+    k = k[None, None].repeat(c, 1, 1, 1)                                  # [C, 1, kh, kw]
+    return F.conv2d(x, k, groups=c)
+
+
+def fir_filter(x: Tensor, f: Tensor, padding: int, gain: float) -> Tensor:
+    """Depthwise convolution with the 2D FIR filter `f` and equal zero padding on every side."""
+    k = (f * gain).flip([0, 1]).to(x.dtype)[None, None]                  # [1, 1, kh, kw]
+    return F.conv2d(x, k.expand(x.shape[1], -1, -1, -1), padding=padding, groups=x.shape[1])
+
+
+def bias_act(x: Tensor, b: Tensor | None, lrelu: bool, gain: float, clamp: float | None) -> Tensor:
+    """bias, optional leaky ReLU (slope 0.2), gain, clamp: NVIDIA's bias_act for 'linear' and 'lrelu'."""
+    if b is not None:
+        x = x + b.reshape([1, -1] + [1] * (x.ndim - 2)).to(x.dtype)
+    if lrelu:
+        x = F.leaky_relu(x, 0.2)
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layers
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalized-learning-rate linear layer."""
+
+    def __init__(self, in_features: int, out_features: int, lrelu: bool = False,
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.lrelu = lrelu
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias.to(x.dtype) * self.bias_gain
+        if not self.lrelu:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, lrelu=True, gain=SQRT2, clamp=None)
+
+
+class MappingNetwork(nn.Module):
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int, lr_multiplier: float,
+                 w_avg_beta: float):
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
+        self.w_avg_beta = w_avg_beta
+        features = [z_dim] + [w_dim] * num_layers
+        for i in range(num_layers):
+            layer = FullyConnectedLayer(features[i], features[i + 1], lrelu=True, lr_multiplier=lr_multiplier)
+            setattr(self, f"fc{i}", layer)
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                update_w_avg: bool = False) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape [N, {self.z_dim}], got {list(z.shape)}")
+        x = normalize_2nd_moment(z.to(torch.float32))
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        if update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])                    # [N, num_ws, w_dim]
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
+            x = torch.cat([self.w_avg.lerp(x[:, :cutoff], truncation_psi), x[:, cutoff:]], dim=1)
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution (optionally 2x up-sampling), noise, bias, leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int,
+                 conv_clamp: float | None, resample_filter: Tensor):
+        super().__init__()
+        self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.register_buffer("resample_filter", resample_filter.clone())
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: Tensor, styles: Tensor, noise_mode: str) -> Tensor:
+        w = self.weight.to(x.dtype)
+        styles = styles.to(x.dtype)
+        # Modulate the input instead of the weight, then demodulate the output (one shared conv for the batch).
+        dcoefs = (styles.square() @ w.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
+        x = x * styles[:, :, None, None]
+        if self.up == 1:
+            x = F.conv2d(x, w, padding=1)
+        else:
+            # Transposed strided conv, then the FIR low-pass (NVIDIA conv2d_resample, up=2, padding=1).
+            x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)               # [N, O, 2H+1, 2W+1]
+            x = fir_filter(x, self.resample_filter, padding=1, gain=4)           # [N, O, 2H, 2W]
+        x = x * dcoefs[:, :, None, None]
+        if noise_mode == "const":
+            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
+        elif noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
+            x = x + noise * self.noise_strength.to(x.dtype)
+        return bias_act(x, self.bias, lrelu=True, gain=SQRT2, clamp=self.conv_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 convolution to RGB, no demodulation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: Tensor, styles: Tensor) -> Tensor:
+        styles = styles.to(x.dtype) * self.weight_gain
+        x = F.conv2d(x * styles[:, :, None, None], self.weight.to(x.dtype))
+        return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: float | None):
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        self.register_buffer("resample_filter", setup_filter([1, 3, 3, 1]))
+        f = self.resample_filter
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, 2, conv_clamp, f)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, 1, conv_clamp, f)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return (["conv1"] if self.in_channels == 0 else ["conv0", "conv1"]) + ["torgb"]
+
+    def forward(self, x: Tensor | None, img: Tensor | None, styles: list[Tensor],
+                noise_mode: str) -> tuple[Tensor, Tensor]:
+        if self.in_channels == 0:
+            x = self.const.to(styles[0].dtype).unsqueeze(0).repeat([styles[0].shape[0], 1, 1, 1])
+            x = self.conv1(x, styles[0], noise_mode)
+        else:
+            x = self.conv0(x, styles[0], noise_mode)
+            x = self.conv1(x, styles[1], noise_mode)
+        y = self.torgb(x, styles[-1]).to(torch.float32)
+        if img is not None:
+            img = upfirdn2d(img, self.resample_filter, up=2, pad=(2, 1, 2, 1), gain=4)
+        return x, (y if img is None else img + y)
+
+
+class SynthesisCache:
+    """Reuses block outputs between calls whose styles agree up to some block (incremental synthesis).
+
+    Pass the same object to successive `G.synthesis(..., cache=cache)` calls. A call recomputes only
+    the blocks from the first one whose style inputs changed; the result equals a full pass. Blocks
+    with forward hooks attached (see `interp.nethook`) and everything after them are never cached.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[int, str, str, torch.device] | None = None
+        self.styles: list[list[Tensor]] = []      # per block: the style inputs that produced the entry
+        self.outputs: list[tuple[Tensor, Tensor]] = []
+        self.hits = 0                            # blocks reused, for inspection and benchmarks
+
+    def clear(self) -> None:
+        self.key, self.styles, self.outputs = None, [], []
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.w_dim, self.img_resolution, self.num_ws = cfg.w_dim, cfg.img_resolution, cfg.num_ws
+        self.block_resolutions = cfg.block_resolutions
+        for res in self.block_resolutions:
+            in_ch = 0 if res == 4 else cfg.channels_at(res // 2)
+            block = SynthesisBlock(in_ch, cfg.channels_at(res), cfg.w_dim, res, cfg.img_channels, cfg.conv_clamp)
+            setattr(self, f"b{res}", block)
+        # Style layer name -> (module, row of ws). Block b4 reads ws[0], ws[1]; block i >= 1 reads ws[2i-1 .. 2i+1].
+        self.ws_index: dict[str, int] = {}
+        idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            for j, name in enumerate(block.layer_names):
+                self.ws_index[f"b{res}.{name}"] = idx + j
+            idx += len(block.layer_names) - 1
+        self.style_layers = list(self.ws_index)
+
+    def blocks(self) -> list[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def layer(self, name: str) -> nn.Module:
+        if name not in self.ws_index:
+            raise KeyError(f"unknown style layer {name!r}; allowed: {', '.join(self.style_layers)}")
+        block, role = name.split(".")
+        return getattr(getattr(self, block), role)
+
+    def styles(self, ws: Tensor) -> dict[str, Tensor]:
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        return {name: self.layer(name).affine(ws[:, i]) for name, i in self.ws_index.items()}
+
+    def forward(self, ws: Tensor, noise_mode: str = "const", cache: SynthesisCache | None = None) -> Tensor:
+        return self.from_styles(self.styles(ws), noise_mode=noise_mode, cache=cache)
+
+    def from_styles(self, styles: Mapping[str, Tensor], noise_mode: str = "const",
+                    cache: SynthesisCache | None = None) -> Tensor:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        missing = [n for n in self.style_layers if n not in styles]
+        if missing:
+            raise ValueError(f"styles lack layers {missing}")
+        x = img = None
+        start = 0
+        per_block = [[styles[f"b{b.resolution}.{n}"] for n in b.layer_names] for b in self.blocks()]
+        if cache is not None:
+            first = per_block[0][0]
+            key = (first.shape[0], noise_mode, str(first.dtype), first.device)
+            if noise_mode == "random" or cache.key != key:
+                cache.clear()
+            while (start < len(cache.outputs)
+                   and all(torch.equal(a, b) for a, b in zip(per_block[start], cache.styles[start]))):
+                start += 1
+            if start:
+                x, img = cache.outputs[start - 1]
+                cache.hits += start
+            del cache.styles[start:], cache.outputs[start:]
+            cache.key = key
+        cacheable = cache is not None and noise_mode != "random"
+        for i, block in enumerate(self.blocks()[start:], start):
+            cacheable = cacheable and not _has_hooks(block)
+            x, img = block(x, img, per_block[i], noise_mode)
+            if cacheable:
+                cache.styles.append([s.detach().clone() for s in per_block[i]])
+                cache.outputs.append((x.detach(), img.detach()))
+        return img
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generator
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: `mapping` (Z -> W+), `synthesis` (W+ -> image), `styles` (W+ -> S)."""
+
+    def __init__(self, config: GeneratorConfig | None = None, **kwargs: Any):
+        super().__init__()
+        cfg = config if config is not None else GeneratorConfig(**kwargs)
+        self.config = cfg
+        self.z_dim, self.w_dim, self.num_ws = cfg.z_dim, cfg.w_dim, cfg.num_ws
+        self.img_resolution, self.img_channels = cfg.img_resolution, cfg.img_channels
+        self.synthesis = SynthesisNetwork(cfg)
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.num_ws, cfg.mapping_layers,
+                                      cfg.mapping_lr_multiplier, cfg.w_avg_beta)
+
+    @property
+    def style_layers(self) -> list[str]:
+        return self.synthesis.style_layers
+
+    @property
+    def ws_index(self) -> dict[str, int]:
+        return self.synthesis.ws_index
+
+    def styles(self, ws: Tensor) -> dict[str, Tensor]:
+        """StyleSpace: each style layer's affine output (ToRGB: before its weight gain)."""
+        return self.synthesis.styles(ws)
+
+    def synthesis_from_styles(self, styles: Mapping[str, Tensor], noise_mode: str = "const",
+                              cache: SynthesisCache | None = None) -> Tensor:
+        return self.synthesis.from_styles(styles, noise_mode=noise_mode, cache=cache)
+
+    def forward(self, z: Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                noise_mode: str = "const") -> Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi, truncation_cutoff), noise_mode=noise_mode)
+
+    def sample_z(self, n: int, seed: int) -> Tensor:
+        """Seeded latents, identical on every device: numpy's generator, like NVIDIA's scripts."""
+        z = np.random.RandomState(seed).randn(n, self.z_dim)
+        return torch.from_numpy(z).to(torch.float32).to(self.mapping.w_avg.device)
+
+    def content_hash(self) -> str:
+        """Short sha256 of the config and every tensor: identifies a model's weights in saved artefacts."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, t in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
