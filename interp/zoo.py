@@ -36,9 +36,8 @@ import re
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 
@@ -263,8 +262,9 @@ def parse_hf_url(url: str) -> HubSource:
         raise ValueError(f"{url!r} names no file inside a repository. {usage}")
     owner, repo, rest = parts[0], parts[1], "/".join(parts[2:])
     revision = None
-    if "@" in repo:  # HfFileSystem style: hf://owner/repo@rev/file
+    if "@" in repo:  # HfFileSystem style: hf://owner/repo@rev/file (a "/" in rev written as %2F)
         repo, revision = repo.split("@", 1)
+        revision = urllib.parse.unquote(revision)
     if "@" in rest:  # the style: hf://owner/repo/file@rev
         rest, file_revision = rest.rsplit("@", 1)
         if revision is not None and file_revision != revision:
@@ -540,7 +540,7 @@ class Zoo:
             while model_id in self._entries:
                 model_id, n = f"{entry.id}-{n}", n + 1
             if model_id != entry.id:
-                entry = ModelEntry(**{**entry.__dict__, "id": model_id})
+                entry = replace(entry, id=model_id)
             self._entries[entry.id] = entry
             return entry
 

@@ -258,221 +258,223 @@ def _render_batch(f: dict[str, torch.Tensor], size: int) -> tuple[torch.Tensor, 
     def p(t: torch.Tensor) -> torch.Tensor:            # per-image scalar -> [N, 1, 1]
         return t.view(n, 1, 1)
 
+    def rgb(*c: float) -> torch.Tensor:
+        return torch.tensor(c, device=dev).view(1, 3, 1, 1)
+
     smile, age, yaw, eye_open, light = f["smile"], f["age"], f["yaw"], f["eye_open"], f["light"]
     glasses, hair_len, fw = f["glasses"], f["hair_length"], f["face_width"]
 
     # ---- colours per image [N, 3]
     skin_c = _path(_SKIN.to(dev), f["skin_tone"])
-    grey = ((age - 0.35) / 0.65).clamp(0, 1).pow(1.2) * 0.7
+    grey = age.pow(1.3) * 0.75
     hair_base = _HAIR.to(dev)[f["hair_color"].long()]
-    hair_c = _lerp(hair_base, torch.tensor(_GREY, device=dev), grey[:, None])
-    brow_c = _lerp(hair_base * 0.75, torch.tensor(_GREY, device=dev) * 0.7, grey[:, None] * 0.8)
+    grey_c = torch.tensor(_GREY, device=dev)
+    hair_c = _lerp(hair_base, grey_c, grey[:, None])
+    brow_c = _lerp(hair_base * 0.75, grey_c * 0.7, grey[:, None] * 0.8)
     bg_c = _path(_BG.to(dev), f["background"])
-    lips_c = _lerp(skin_c, torch.tensor([0.62, 0.18, 0.20], device=dev), torch.tensor(0.55, device=dev))
+    lips_c = skin_c * 0.45 + torch.tensor([0.62, 0.18, 0.20], device=dev) * 0.55
 
-    # ---- light direction (unit vector, z towards the viewer, y down)
-    la = light * 1.0                                   # radians, about +-57 degrees
-    lx, ly, lz = torch.sin(la) * 0.94, torch.full_like(la, -0.34), torch.cos(la) * 0.94
-    lxp, lyp, lzp = p(lx), p(ly), p(lz)
+    # ---- light direction (unit vector, z towards the viewer, y down), about +-57 degrees
+    lxp = p(torch.sin(light) * 0.94)
+    lzp = p(torch.cos(light) * 0.94)
+    lyp = -0.34
 
     # ---- geometry per image
     a = p(yaw * 0.6)                                   # head yaw angle, radians
     sa = torch.sin(a)
-    rx = p(0.39 + 0.09 * fw)                           # head half-width
-    ry = 0.55                                          # head half-height
-    cx, cy = 0.0, -0.10
-    wscale = rx / 0.43                                 # feature spread follows face width
+    rx = p(0.40 + 0.14 * fw)                           # head half-width
+    ry = 0.60                                          # head half-height
+    cx, cy = 0.0, -0.07
+    S = 1.1                                            # face-local units per image unit / this
+    wscale = rx / (0.43 * S)                           # feature spread follows face width
 
-    img = bg_c.view(n, 3, 1, 1).expand(n, 3, size, size).clone()  # [N, 3, H, W]
-    img.mul_(1.0 + 0.18 * lxp.unsqueeze(1) * u.unsqueeze(1) - 0.10 * v.unsqueeze(1))  # lit side brighter
+    img = bg_c.view(n, 3, 1, 1) * (1.0 + 0.18 * lxp.unsqueeze(1) * u - 0.10 * v)  # [N, 3, H, W]
+    img = img.expand(n, 3, size, size).contiguous()
     parts = torch.zeros(n, size, size, dtype=torch.uint8, device=dev)
 
     # ---- clothes (shoulders)
-    d_cl = _ellipse(u, v - 1.42, 0.98, 0.62)
+    d_cl = _ellipse(u, v - 1.30, 1.0, 0.52)
     cl_shade = 0.75 + 0.35 * (lxp * u * 0.8 + 0.3).clamp(-1, 1)
-    _composite(img, parts, torch.tensor(_CLOTHES, device=dev).view(1, 3, 1, 1) * cl_shade.unsqueeze(1),
-               _cov(d_cl, px), _P["clothes"])
+    _composite(img, parts, rgb(*_CLOTHES) * cl_shade.unsqueeze(1), _cov(d_cl, px), _P["clothes"])
 
     # ---- neck
     nx = u - cx - 0.06 * sa
-    d_neck = torch.maximum(nx.abs() - 0.15 * wscale, (0.2 - v))
-    neck_shade = (0.55 + 0.25 * (lxp * nx / 0.15).clamp(-1, 1) + 0.15 * ((v - 0.25) / 0.5).clamp(0, 1))
+    nw = 0.19 * rx / 0.47
+    d_neck = torch.maximum(nx.abs() - nw, 0.25 - v)
+    neck_shade = 0.55 + 0.25 * (lxp * nx / nw).clamp(-1, 1) - 0.2 * ((0.62 - v) / 0.3).clamp(0, 1)
     _composite(img, parts, skin_c.view(n, 3, 1, 1) * neck_shade.unsqueeze(1), _cov(d_neck, px), _P["skin"])
 
     # ---- head silhouette: ellipse narrowing towards the jaw; the chin follows the turn
     yn = (v - cy) / ry                                 # [1, H, 1]
     low = yn.clamp(0, 1)
-    xh = u - cx - 0.11 * sa * low                      # chin shifts with yaw
-    rxe = rx * (1.0 - 0.22 * low * low)
+    xh = u - cx - 0.12 * sa * low                      # [N, 1, W] after broadcast: chin shifts with yaw
+    rxe = rx * (1.0 - 0.24 * low * low)
     d_head = _ellipse(xh, v - cy, rxe, ry)
 
     # ears: behind the head, shrinking as they rotate away
-    d_ear = _ellipse(xh.abs() - rxe * 0.98 + 0.01, v - cy + 0.02, 0.065 * torch.cos(a), 0.11)
-    ear_shade = 0.6 + 0.3 * (lxp * torch.sign(xh)).clamp(0, 1)
+    d_ear = _ellipse(xh.abs() - rxe + 0.01, v - cy + 0.02, 0.07 * torch.cos(a), 0.12)
+    ear_shade = 0.55 + 0.35 * (lxp * torch.sign(xh)).clamp(0, 1)
     _composite(img, parts, skin_c.view(n, 3, 1, 1) * ear_shade.unsqueeze(1), _cov(d_ear, px), _P["skin"])
 
     # ---- back hair (behind the head, in front of clothes): skull cap plus side strands
     hx = u - cx - 0.05 * sa
-    d_cap = _ellipse(hx, v - cy + 0.07, rx + 0.07, ry * 0.92)
-    hair_bottom = p(-0.22 + 1.05 * hair_len)           # y where the side strands end
-    side_w = rx + 0.05 + 0.06 * p(hair_len)
-    d_side = torch.maximum(hx.abs() - side_w, v - (cy + hair_bottom))
-    d_side = torch.maximum(d_side, v.new_tensor(-0.20) - v)      # strands start at the temples
-    d_side = torch.maximum(d_side, rx * 0.45 - hx.abs())         # leave the neck free
+    d_cap = _ellipse(hx, v - cy + 0.08, rx + 0.07, ry * 0.93)
+    bottom = p(cy - 0.24 + 1.15 * hair_len)            # y where the side strands end
+    side_w = rx + 0.05 + 0.07 * p(hair_len)
+    ahx = hx.abs()
+    d_side = torch.maximum(torch.maximum(ahx - side_w, v - bottom), (cy - 0.28) - v)
+    d_side = torch.maximum(d_side, rx * 0.45 - ahx)    # leave the neck free
     d_back = torch.minimum(d_cap, d_side)
-    strands = 1.0 + 0.07 * torch.sin(hx * 55.0 + 6.0 * torch.sin(v * 7.0))
-    hair_shade = (0.45 + 0.55 * (lxp * hx / (rx + 0.1) * 0.9 + 0.35).clamp(0, 1)) * strands
+    strands = 1.0 + 0.08 * torch.sin(hx * 60.0 + 5.0 * torch.sin(v * 7.0))
+    hair_shade = (0.45 + 0.6 * (lxp * hx / (rx + 0.1) * 0.9 + 0.35).clamp(0, 1)) * strands
     hair_img = hair_c.view(n, 3, 1, 1) * hair_shade.unsqueeze(1)
-    _composite(img, parts, hair_img, _cov(d_back, px), _P["hair"])
+    back_a = _cov(d_back, px)
+    _composite(img, parts, hair_img, back_a, _P["hair"])
 
     # ---- head skin with Lambertian shading on an ellipsoid
     qx = (xh / rxe).clamp(-1, 1)
     qy = yn.clamp(-1, 1)
     nz = (1.0 - qx * qx - qy * qy).clamp_min(0.0).sqrt()
     diff = (qx * lxp + qy * lyp + nz * lzp).clamp_min(0.0)
-    skin_shade = 0.32 + 0.78 * diff
+    skin_shade = 0.32 + 0.78 * diff                    # [N, H, W]
     head_a = _cov(d_head, px)
+    _composite(img, parts, skin_c.view(n, 3, 1, 1) * skin_shade.unsqueeze(1), head_a, _P["skin"])
+
+    # ================= face features, computed in a window that holds them all
+    r0, r1 = _span(cy - 0.42, cy + 0.44, size)
+    c0, c1 = _span(-0.68, 0.68, size)
+    im = img[:, :, r0:r1, c0:c1]                       # views: in-place edits land in img
+    pa = parts[:, r0:r1, c0:c1]
+    vc = v[:, r0:r1]
+    qxc = qx[:, r0:r1, c0:c1]
+    hac = head_a[:, r0:r1, c0:c1]
+    shade_c = skin_shade[:, r0:r1, c0:c1].unsqueeze(1) * 0.9 + 0.1  # [N, 1, h, w]
 
     # 2.5-D face coordinates: a point at screen x sits at angle theta on the head; its face-local
     # angle is theta - yaw, so features defined in face coordinates slide around the head.
-    qxs = qx.clamp(-0.985, 0.985)
-    theta = torch.asin(qxs)
+    theta = torch.asin(qxc.clamp(-0.985, 0.985))
     loc = theta - a
     cosl = torch.cos(loc)
-    fx = torch.sin(loc) * rx                           # face-local x (image units at yaw 0)
-    fy = (v - cy).expand_as(fx)                        # face-local y
-    front = (cosl * 6.0).clamp(0, 1)                   # features vanish as they turn past the limb
-    jac = (cosl / torch.cos(theta).clamp_min(0.12)).clamp(0.4, 2.5)
-    w = px * jac                                       # pixel width in face-local x units
+    fx = torch.sin(loc) * (rx / S)                     # face-local x
+    fy = ((vc - cy) / S).expand_as(fx)                 # face-local y
+    front = (cosl * 6.0).clamp_(0, 1).mul_(hac)        # features vanish past the limb / off the head
+    jac = (cosl / torch.cos(theta).clamp_min(0.12)).clamp_(0.4, 2.5)
+    w = jac.mul_(px / S)                               # one pixel in face-local x units
     afx = fx.abs()
-
-    skin_img = skin_c.view(n, 3, 1, 1) * skin_shade.unsqueeze(1)  # [N, 3, H, W]
-    skin_img = skin_img.clone()
+    ey = -0.03
+    ex = 0.165 * wscale
+    exl = afx - ex
 
     # cheeks: faint blush, raised by smiling
     d_cheek = _ellipse(afx - 0.22 * wscale, fy - 0.13 + 0.03 * p(smile).clamp_min(0), 0.09, 0.06)
     blush = (_cov(d_cheek, 0.08) * 0.10 * front).unsqueeze(1)
-    skin_img.add_(blush * (torch.tensor([0.85, 0.35, 0.35], device=dev).view(1, 3, 1, 1) - skin_img))
+    im.add_(blush * (rgb(0.85, 0.35, 0.35) * shade_c - im))
 
     # wrinkles (shading only): forehead lines, crow's feet, nasolabial folds, under-eye lines
-    wr = p(((age - 0.3) / 0.7).clamp(0, 1))
-    ey = -0.02
-    ex = 0.165 * wscale
-    d_fore = torch.minimum((fy + 0.23 + 0.012 * torch.cos(fx * 14)).abs(),
-                           (fy + 0.28 + 0.012 * torch.cos(fx * 14)).abs()) - 0.006
+    wr = p(age.pow(1.5))
+    wave = 0.012 * torch.cos(fx * 14)
+    d_fore = torch.minimum((fy + 0.235 + wave).abs(), (fy + 0.285 + wave).abs()) - 0.006
     d_fore = torch.maximum(d_fore, afx - 0.17)
-    tt = ((afx - 0.07) / 0.13).clamp(0, 1)             # nasolabial fold: from nose wing to mouth corner
-    d_naso = torch.maximum((fy - (0.10 + 0.17 * tt * tt * 0 + 0.17 * tt)).abs() - 0.006,
-                           torch.maximum(0.07 - afx, afx - 0.20))
-    d_naso = torch.maximum(d_naso, torch.maximum(0.10 - fy, fy - 0.27))
-    cf_dx = afx - ex - 0.10 * wscale
+    tt = ((afx - 0.075) / 0.13).clamp(0, 1)            # nasolabial fold: from nose wing to mouth corner
+    d_naso = torch.maximum((fy - 0.10 - 0.16 * tt.sqrt()).abs() - 0.005,
+                           torch.maximum(0.075 - afx, afx - 0.205))
+    cf_dx = exl - 0.10 * wscale
     d_crow = torch.maximum(torch.minimum((fy - ey).abs(), (fy - ey - 0.6 * cf_dx).abs()) - 0.005,
                            torch.maximum(-cf_dx, cf_dx - 0.05))
-    d_bag = torch.maximum((fy - ey - 0.075 - 0.15 * (afx - ex) ** 2).abs() - 0.005, (afx - ex).abs() - 0.06)
+    d_bag = torch.maximum((fy - ey - 0.08 - 0.15 * exl * exl).abs() - 0.005, exl.abs() - 0.06)
     d_wr = torch.minimum(torch.minimum(d_fore, d_naso), torch.minimum(d_crow, d_bag))
-    wr_a = (_cov(d_wr, w) * wr * 0.45 * front).unsqueeze(1)
-    skin_img.mul_(1.0 - wr_a)
-    _composite(img, parts, skin_img, head_a, _P["skin"])
+    im.mul_(1.0 - (_cov(d_wr, w) * wr * 0.4 * front).unsqueeze(1))
 
     # ---- nose: shaded wedge whose tip protrudes (moves further with yaw), nostrils, shadow below
     t_n = ((fy + 0.03) / 0.17).clamp(0, 1)             # 0 at the bridge, 1 at the tip
-    nose_x = 0.09 * sa * t_n                           # protrusion: the tip moves with the turn
+    nose_x = fx - 0.09 * sa * t_n                      # the protruding tip moves with the turn
     half = 0.018 + 0.05 * t_n * t_n
-    nxl = (fx - nose_x) / half                         # -1..1 across the nose
-    d_nose = torch.maximum((fx - nose_x).abs() - half, torch.maximum(-0.03 - fy, fy - 0.15))
-    nose_a = _cov(d_nose, w) * head_a
-    side = (nxl * lxp * 2.0).clamp(-1, 1)              # the side facing the light brightens
-    nose_gain = (1.0 + 0.22 * side * t_n + 0.08 * t_n).unsqueeze(1)
-    _composite(img, parts, skin_img * nose_gain, nose_a, None)
-    d_nostril = _ellipse((fx - 0.09 * sa).abs() - 0.035, fy - 0.145, 0.022, 0.011)
-    shadow = _ellipse(fx - 0.09 * sa + 0.05 * lxp, fy - 0.175, 0.07, 0.018)
-    dark = (_cov(d_nostril, w) * 0.65 + _cov(shadow, 0.05) * 0.18) * front * head_a
-    img.mul_(1.0 - dark.unsqueeze(1))
+    d_nose = torch.maximum(nose_x.abs() - half, torch.maximum(-0.03 - fy, fy - 0.15))
+    side = (nose_x / half * lxp * 2.0).clamp(-1, 1)    # the side facing the light brightens
+    im.mul_(1.0 + (_cov(d_nose, w) * front * (0.22 * side + 0.08) * t_n).unsqueeze(1))
+    tip_x = fx - 0.09 * sa
+    d_nostril = _ellipse(tip_x.abs() - 0.035, fy - 0.145, 0.022, 0.011)
+    d_shadow = _ellipse(tip_x + 0.05 * lxp, fy - 0.175, 0.07, 0.018)
+    dark = (_cov(d_nostril, w) * 0.65 + _cov(d_shadow, 0.05) * 0.18) * front
+    im.mul_(1.0 - dark.unsqueeze(1))
 
     # ---- mouth: lips along a parabola whose curvature follows smile; a broad smile opens on teeth
     my = 0.285
-    mw = (0.15 + 0.035 * p(smile).clamp_min(0)) * wscale
+    mw = (0.16 + 0.035 * p(smile).clamp_min(0)) * wscale
     mxn = (fx / mw).clamp(-1, 1)
-    prof = 1.0 - mxn * mxn                              # 1 at the centre, 0 at the corners
-    curve = 0.075 * p(smile)
+    prof = 1.0 - mxn * mxn                             # 1 at the centre, 0 at the corners
+    curve = 0.08 * p(smile)
     yc = my + curve * prof - 0.5 * curve               # centre line (y down: corners up when smiling)
-    slope = (-2.0 * curve * mxn / mw).abs()
-    opening = (p(smile) - 0.25).clamp_min(0) * 0.075 * prof
-    lip = 0.020 * prof.sqrt() + 0.004
+    slope = 2.0 * curve * mxn / mw
+    opening = (p(smile) - 0.25).clamp_min(0) * 0.08 * prof
+    lip = 0.024 * prof.sqrt() + 0.006
     dy = (fy - yc).abs() / torch.sqrt(1.0 + slope * slope)
     d_mouth = torch.maximum(dy - opening - lip, afx - mw)
-    mouth_a = _cov(d_mouth, w) * front * head_a
-    lip_shade = (skin_shade * 0.9 + 0.1).unsqueeze(1)
-    _composite(img, parts, lips_c.view(n, 3, 1, 1) * lip_shade, mouth_a, _P["mouth"])
-    d_open = torch.maximum(dy - opening, afx - mw * 0.92)
-    open_a = _cov(d_open, w) * front * head_a
-    teeth = torch.where((fy - yc + opening * 0.35).unsqueeze(1) < 0,
-                        torch.tensor([0.95, 0.93, 0.88], device=dev).view(1, 3, 1, 1),
-                        torch.tensor([0.30, 0.08, 0.08], device=dev).view(1, 3, 1, 1))
-    _composite(img, parts, teeth * lip_shade, open_a, None)
-    d_line = torch.maximum(dy - 0.004, afx - mw)      # dark line between the lips
-    img.mul_(1.0 - (_cov(d_line, w) * 0.5 * front * head_a * (1 - open_a)).unsqueeze(1))
+    _composite(im, pa, lips_c.view(n, 3, 1, 1) * shade_c, _cov(d_mouth, w) * front, _P["mouth"])
+    open_a = _cov(torch.maximum(dy - opening, afx - mw * 0.92), w) * front
+    teeth = torch.where((fy - yc + opening * 0.35).unsqueeze(1) < 0, rgb(0.95, 0.93, 0.88), rgb(0.30, 0.08, 0.08))
+    _composite(im, pa, teeth * shade_c, open_a, None)
+    d_line = torch.maximum(dy - 0.004, afx - mw)       # dark line between the lips
+    im.mul_(1.0 - (_cov(d_line, w) * 0.5 * front * (1 - open_a)).unsqueeze(1))
 
     # ---- eyes: almond (ellipse) scaled by openness; iris, pupil, catch-light; lash line
-    eh = 0.055 * p(eye_open) + 1e-4
-    exl = afx - ex
-    d_eye = _ellipse(exl, fy - ey, 0.072, eh)
-    eye_a = _cov(d_eye, w) * front * head_a
-    _composite(img, parts, torch.tensor([0.93, 0.92, 0.90], device=dev).view(1, 3, 1, 1) * lip_shade,
-               eye_a, _P["eyes"])
-    d_iris = _ellipse(exl, fy - ey, 0.038, 0.04)
-    iris_a = _cov(d_iris, w) * eye_a
-    _composite(img, parts, torch.tensor([0.30, 0.20, 0.12], device=dev).view(1, 3, 1, 1), iris_a, None)
-    d_pupil = _ellipse(exl, fy - ey, 0.017, 0.018)
-    _composite(img, parts, torch.tensor([0.03, 0.03, 0.03], device=dev).view(1, 3, 1, 1),
-               _cov(d_pupil, w) * eye_a, None)
-    d_glint = _ellipse(exl - 0.015 * lxp, fy - ey + 0.012, 0.009, 0.009)
-    _composite(img, parts, torch.ones(1, 3, 1, 1, device=dev), _cov(d_glint, w) * iris_a * 0.9, None)
-    # lash line: upper lid edge (arc) drawn for open and closed eyes
-    lash_y = ey - eh * (1.0 - (exl / 0.072).clamp(-1, 1) ** 2).clamp_min(0).sqrt() - 0.004
-    d_lash = torch.maximum((fy - lash_y).abs() - 0.007, exl.abs() - 0.078)
-    img.mul_(1.0 - (_cov(d_lash, w) * 0.75 * front * head_a).unsqueeze(1))
+    eh = 0.062 * p(eye_open) + 1e-4
+    eyy = fy - ey
+    eye_a = _cov(_ellipse(exl, eyy, 0.085, eh), w) * front
+    _composite(im, pa, rgb(0.93, 0.92, 0.90) * shade_c, eye_a, _P["eyes"])
+    iris_a = _cov(_ellipse(exl, eyy, 0.040, 0.042), w) * eye_a
+    _composite(im, pa, rgb(0.30, 0.20, 0.12), iris_a, None)
+    _composite(im, pa, rgb(0.03, 0.03, 0.03), _cov(_ellipse(exl, eyy, 0.018, 0.019), w) * eye_a, None)
+    glint = _cov(_ellipse(exl - 0.015 * lxp, eyy + 0.013, 0.01, 0.01), w) * iris_a * 0.9
+    _composite(im, pa, rgb(1.0, 1.0, 1.0), glint, None)
+    lash_y = -eh * (1.0 - (exl / 0.085).clamp(-1, 1) ** 2).sqrt() - 0.004
+    d_lash = torch.maximum((eyy - lash_y).abs() - 0.008, exl.abs() - 0.091)
+    im.mul_(1.0 - (_cov(d_lash, w) * 0.8 * front).unsqueeze(1))
 
     # ---- eyebrows: arched strokes; raised with open eyes, inner ends lowered by a frown
-    bx = exl / (0.095 * wscale)                        # -1 (inner) .. 1 (outer)
-    by = (ey - 0.105 - 0.025 * p(eye_open) + 0.022 * (1 - bx * bx)
-          - 0.035 * (1 - bx * bx)) + 0.03 * p(-smile).clamp_min(0) * (0.5 - 0.5 * bx)
-    bthick = 0.020 * (1.0 - 0.35 * bx.clamp(0, 1))
-    d_brow = torch.maximum((fy - by).abs() - bthick, bx.abs() * 0.095 * wscale - 0.095 * wscale)
-    brow_a = _cov(d_brow, w) * front * head_a
-    _composite(img, parts, brow_c.view(n, 3, 1, 1) * lip_shade, brow_a, _P["eyebrows"])
+    bw = 0.10 * wscale
+    bx = exl / bw                                      # -1 (inner) .. 1 (outer)
+    arch = 1.0 - bx * bx
+    by = (ey - 0.115 - 0.025 * p(eye_open) - 0.015 * arch
+          + 0.035 * p(-smile).clamp_min(0) * (0.5 - 0.5 * bx))
+    bthick = 0.028 * (1.0 - 0.3 * bx.clamp(0, 1))
+    d_brow = torch.maximum((fy - by).abs() - bthick, exl.abs() - bw)
+    _composite(im, pa, brow_c.view(n, 3, 1, 1) * shade_c, _cov(d_brow, w) * front, _P["eyebrows"])
 
-    # ---- fringe: the hair cap in front of the forehead, above a wavy hairline
-    hl = -0.31 + 0.025 * torch.cos(fx * 22.0) + 0.06 * (fx / (rx + 1e-3)) ** 2
-    d_fringe = torch.maximum(d_cap, fy - hl)
-    fringe_a = _cov(d_fringe, px) * torch.maximum(head_a, _cov(d_cap, px))
+    # ---- fringe: the hair cap in front of the forehead, above a wavy hairline (screen coordinates)
+    hxl = hx - 0.35 * sa * rx
+    hl = cy - 0.33 + 0.025 * torch.cos(hxl * 20.0) + 0.12 * (hxl / rx) ** 2
+    fringe_a = _cov(torch.maximum(d_cap, v - hl), px) * torch.maximum(head_a, back_a)
     _composite(img, parts, hair_img, fringe_a, _P["hair"])
 
     # ---- glasses: two rounded-rectangle frames with tinted lenses, bridge, temples
     g = p(glasses)
-    gx = exl
-    gy = fy - ey - 0.005
-    qxg = gx.abs() - 0.085
+    gy = eyy - 0.005
+    qxg = exl.abs() - 0.088
     qyg = gy.abs() - 0.060
     r = 0.035
     d_lens = (torch.sqrt(qxg.clamp_min(0) ** 2 + qyg.clamp_min(0) ** 2 + 1e-8) - r
-              + torch.minimum(torch.maximum(qxg, qyg), torch.zeros((), device=dev)))
-    d_lens = d_lens + r * 0                            # outer frame line = lens boundary
-    d_frame = d_lens.abs() - 0.020
-    d_bridge = torch.maximum((fy - ey + 0.02).abs() - 0.014, afx - (ex - 0.10))
-    d_temple = torch.maximum((fy - ey + 0.03).abs() - 0.014,
-                             torch.maximum(ex + 0.10 - afx, afx - 0.9 * rx))
+              + torch.maximum(qxg, qyg).clamp_max(0))
+    d_frame = d_lens.abs() - 0.022
+    d_bridge = torch.maximum((eyy + 0.02).abs() - 0.014, afx - (ex - 0.10))
+    d_temple = torch.maximum((eyy + 0.03).abs() - 0.014, torch.maximum(ex + 0.10 - afx, afx - 0.9 * rx / S))
     d_gl = torch.minimum(torch.minimum(d_frame, d_bridge), d_temple)
-    frame_a = _cov(d_gl, w) * g * front * torch.maximum(head_a, _cov(d_back, px))
-    lens_a = _cov(d_lens, w) * g * front * head_a
-    tint = torch.tensor([0.75, 0.85, 0.95], device=dev).view(1, 3, 1, 1)
-    refl = (0.18 + 0.14 * ((gx - gy) * 12.0 * lxp).clamp(0, 1)).unsqueeze(1)
-    img.add_(lens_a.unsqueeze(1) * refl * (tint - img))
-    parts.masked_fill_((lens_a > 0.5) & (parts != _P["eyes"]), _P["glasses"])
-    frame_c = torch.tensor([0.10, 0.09, 0.10], device=dev).view(1, 3, 1, 1) * (0.8 + 0.6 * diff).unsqueeze(1)
-    _composite(img, parts, frame_c, frame_a, _P["glasses"])
+    frame_a = _cov(d_gl, w) * g * front
+    lens_a = _cov(d_lens, w) * g * front
+    refl = (0.18 + 0.14 * ((exl - gy) * 12.0 * lxp).clamp(0, 1)).unsqueeze(1)
+    im.add_(lens_a.unsqueeze(1) * refl * (rgb(0.75, 0.85, 0.95) - im))
+    pa.masked_fill_((lens_a > 0.5) & (pa != _P["eyes"]), _P["glasses"])
+    frame_c = rgb(0.10, 0.09, 0.10) * (0.8 + 0.6 * diff[:, r0:r1, c0:c1]).unsqueeze(1)
+    _composite(im, pa, frame_c, frame_a, _P["glasses"])
 
     return img.clamp_(0.0, 1.0), parts
+
+
+def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
+    """Pixel index range [i0, i1) whose centres cover image coordinates [lo, hi]."""
+    i0 = max(0, int(math.floor((lo + 1.0) * size / 2.0)) - 1)
+    i1 = min(size, int(math.ceil((hi + 1.0) * size / 2.0)) + 1)
+    return i0, i1
 
 
 def _prepare(factors: Mapping[str, object], size: int) -> int:

@@ -184,7 +184,7 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{i}")(x)
         if update_w_avg:
             with torch.no_grad():
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])                    # [N, num_ws, w_dim]
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
@@ -417,3 +417,80 @@ class Generator(nn.Module):
             h.update(name.encode())
             h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Discriminator (for training the built-in model; residual architecture as in StyleGAN2 config F)
+
+
+class DiscriminatorConv(nn.Module):
+    """Equalized-learning-rate conv, optional FIR-filtered 2x down-sampling, bias, leaky ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, down: bool = False,
+                 bias: bool = True, lrelu: bool = True):
+        super().__init__()
+        self.kernel_size, self.down, self.lrelu = kernel_size, down, lrelu
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.register_buffer("resample_filter", setup_filter([1, 3, 3, 1]))
+
+    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        if self.down:
+            # Low-pass, then a stride-2 conv (padding so that [H, W] -> [H/2, W/2]).
+            x = fir_filter(x, self.resample_filter, padding=1 + self.kernel_size // 2, gain=1)
+            x = F.conv2d(x, w, stride=2)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel_size // 2)
+        return bias_act(x, self.bias, lrelu=self.lrelu, gain=(SQRT2 if self.lrelu else 1.0) * gain, clamp=None)
+
+
+class DiscriminatorBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, img_channels: int, from_rgb: bool):
+        super().__init__()
+        if from_rgb:
+            self.fromrgb = DiscriminatorConv(img_channels, in_channels, 1)
+        self.conv0 = DiscriminatorConv(in_channels, in_channels, 3)
+        self.conv1 = DiscriminatorConv(in_channels, out_channels, 3, down=True)
+        self.skip = DiscriminatorConv(in_channels, out_channels, 1, down=True, bias=False, lrelu=False)
+
+    def forward(self, x: Tensor | None, img: Tensor) -> Tensor:
+        if x is None:
+            x = self.fromrgb(img)
+        y = self.skip(x, gain=math.sqrt(0.5))
+        x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+        return y + x
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator with minibatch standard deviation; returns logits [N]."""
+
+    def __init__(self, img_resolution: int, img_channels: int = 3, channel_base: int = 32768,
+                 channel_max: int = 512, channels: dict[int, int] | None = None, mbstd_group: int = 4):
+        super().__init__()
+        cfg = GeneratorConfig(img_resolution=img_resolution, channel_base=channel_base, channel_max=channel_max,
+                              channels=channels)
+        self.img_resolution, self.mbstd_group = img_resolution, mbstd_group
+        self.block_resolutions = cfg.block_resolutions[:0:-1]                # R, R/2, ..., 8
+        for res in self.block_resolutions:
+            block = DiscriminatorBlock(cfg.channels_at(res), cfg.channels_at(res // 2), img_channels,
+                                       from_rgb=res == img_resolution)
+            setattr(self, f"b{res}", block)
+        c4 = cfg.channels_at(4)
+        self.conv = DiscriminatorConv(c4 + 1, c4, 3)
+        self.fc = FullyConnectedLayer(c4 * 16, c4, lrelu=True)
+        self.out = FullyConnectedLayer(c4, 1)
+
+    def forward(self, img: Tensor) -> Tensor:
+        x = None
+        for res in self.block_resolutions:
+            x = getattr(self, f"b{res}")(x, img)
+        n, c, h, w = x.shape
+        g = min(self.mbstd_group, n) if n % min(self.mbstd_group, n) == 0 else 1
+        y = x.reshape(g, -1, c, h, w)                                     # [G, N/G, C, H, W]
+        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()    # [N/G, C, H, W]
+        y = y.mean(dim=[1, 2, 3]).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)  # [N, 1, H, W]
+        x = self.conv(torch.cat([x, y], dim=1))
+        x = self.fc(x.flatten(1))
+        return self.out(x).squeeze(1)

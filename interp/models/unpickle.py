@@ -25,6 +25,7 @@ make fixtures, e.g. a pickle with hostile `module_src`); it needs none of NVIDIA
 from __future__ import annotations
 
 import _codecs
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -191,10 +192,20 @@ def allowed_globals() -> list[str]:
     return sorted(f"{m}.{n}" for m, n in _ALLOWED)
 
 
+def _allowed_summary() -> str:
+    names = [g for g in allowed_globals() if g.removeprefix("torch.") not in _TORCH_DTYPES]
+    return ", ".join(names) + " and torch dtypes"
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """`pickle.Unpickler` whose `find_class` hands out only the data builders above."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names written by protocols 0-2 (`__builtin__.set`), as pickle's own find_class maps them.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         obj = _ALLOWED.get((module, name))
         if obj is not None:
             return obj
@@ -203,7 +214,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise CheckpointError(
             f"the pickle refers to the global {module}.{name}, which is not on the allow-list of a "
             f"StyleGAN network pickle; refusing to load it (it could run code). Allowed globals: "
-            f"{', '.join(allowed_globals())}")
+            f"{_allowed_summary()}")
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError("the pickle uses persistent ids, which NVIDIA network pickles never do; "
@@ -240,14 +251,25 @@ class GlobalRef:
         raise RuntimeError(f"{self.module}.{self.name} is a pickling placeholder and cannot be called")
 
 
+class EasyDictOut(dict):
+    """Pickles as `dnnlib.util.EasyDict` (a dict subclass), as NVIDIA's kwargs dicts do."""
+
+    _pickle_as = ("dnnlib.util", "EasyDict")
+
+
 class NvidiaPickler(pickle._Pickler):  # the pure-Python pickler, so that `save_global` can be overridden
-    """Writes `GlobalRef(...)` as a plain global reference; everything else pickles as usual."""
+    """Writes `GlobalRef(...)` and classes with `_pickle_as` as plain global references (nothing is
+    imported); everything else pickles as usual (tensors as `_rebuild_tensor_v2(_load_from_bytes(..))`)."""
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
-        if isinstance(obj, GlobalRef):
-            self.save(obj.module)
-            self.save(obj.name)
-            self.write(pickle.STACK_GLOBAL)
+        ref = (obj.module, obj.name) if isinstance(obj, GlobalRef) else getattr(obj, "_pickle_as", None)
+        if ref is not None:
+            if self.proto < 4:
+                self.write(pickle.GLOBAL + f"{ref[0]}\n{ref[1]}\n".encode("utf-8"))
+            else:
+                self.save(ref[0])
+                self.save(ref[1])
+                self.write(pickle.STACK_GLOBAL)
             self.memoize(obj)
             return
         super().save_global(obj, name)
@@ -293,3 +315,65 @@ def module_state(params: dict[str, torch.Tensor] | None = None, buffers: dict[st
         _load_state_dict_post_hooks=od(), _modules=dict(modules or {}))
     state.update(attrs)
     return state
+
+
+def generator_to_nvidia_layout(G: torch.nn.Module, module_src: str = "# module source omitted\n") -> PersistentObj:
+    """An interp `Generator` as the tree of persistence records NVIDIA's training code pickles: class
+    names, `_parameters` / `_buffers` / `_modules`, the attributes and init kwargs (nested
+    stylegan2-ada-pytorch flavour) that NVIDIA's modules carry. For fixtures and benchmarks."""
+    cfg = G.config
+    g_kwargs = EasyDictOut(
+        z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+        mapping_kwargs=EasyDictOut(num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_multiplier),
+        synthesis_kwargs=EasyDictOut(channel_base=cfg.channel_base, channel_max=cfg.channel_max, num_fp16_res=0,
+                                     conv_clamp=cfg.conv_clamp, architecture=cfg.architecture))
+
+    def attrs(name: str, m: torch.nn.Module) -> dict[str, Any]:
+        kind = type(m).__name__
+        if kind == "Generator":
+            return dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+                        img_channels=cfg.img_channels, num_ws=cfg.num_ws, _init_args=(), _init_kwargs=g_kwargs)
+        if kind == "MappingNetwork":
+            return dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, num_ws=cfg.num_ws, num_layers=cfg.mapping_layers,
+                        w_avg_beta=cfg.w_avg_beta, _init_args=(),
+                        _init_kwargs=dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
+                                          num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_multiplier))
+        if kind == "FullyConnectedLayer":
+            out_f, in_f = m.weight.shape
+            lr = m.bias_gain
+            return dict(activation="lrelu" if getattr(m, "lrelu", False) else "linear",
+                        weight_gain=np.float64(lr / np.sqrt(in_f)), bias_gain=lr, _init_args=(in_f, out_f),
+                        _init_kwargs=dict(activation="lrelu" if getattr(m, "lrelu", False) else "linear",
+                                          lr_multiplier=lr))
+        if kind == "SynthesisNetwork":
+            return dict(w_dim=cfg.w_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+                        num_ws=cfg.num_ws, block_resolutions=list(cfg.block_resolutions), _init_args=(),
+                        _init_kwargs=dict(w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+                                          img_channels=cfg.img_channels, channel_base=cfg.channel_base,
+                                          channel_max=cfg.channel_max, num_fp16_res=0, conv_clamp=cfg.conv_clamp))
+        if kind == "SynthesisBlock":
+            return dict(resolution=m.resolution, in_channels=m.in_channels, w_dim=cfg.w_dim,
+                        img_channels=cfg.img_channels, is_last=m.resolution == cfg.img_resolution,
+                        architecture=cfg.architecture, use_fp16=False, channels_last=False,
+                        _init_args=(m.in_channels, cfg.channels_at(m.resolution)),
+                        _init_kwargs=dict(w_dim=cfg.w_dim, resolution=m.resolution, img_channels=cfg.img_channels,
+                                          architecture=cfg.architecture, conv_clamp=cfg.conv_clamp))
+        if kind == "SynthesisLayer":
+            return dict(resolution=m.resolution, up=m.up, use_noise=True, activation="lrelu",
+                        conv_clamp=cfg.conv_clamp, padding=1, act_gain=np.float64(np.sqrt(2)),
+                        _init_args=tuple(m.weight.shape[1::-1]),
+                        _init_kwargs=dict(w_dim=cfg.w_dim, resolution=m.resolution, up=m.up,
+                                          conv_clamp=cfg.conv_clamp))
+        if kind == "ToRGBLayer":
+            return dict(conv_clamp=cfg.conv_clamp, weight_gain=np.float64(m.weight_gain),
+                        _init_args=tuple(m.weight.shape[1::-1][:2]), _init_kwargs=dict(w_dim=cfg.w_dim))
+        return {}
+
+    def convert(name: str, m: torch.nn.Module) -> PersistentObj:
+        params = {k: torch.nn.Parameter(v.detach().clone(), requires_grad=False) for k, v in m._parameters.items()}
+        buffers = {k: v.detach().clone() for k, v in m._buffers.items()}
+        children = {k: convert(k, c) for k, c in m._modules.items()}
+        return PersistentObj(type(m).__name__, module_state(params, buffers, children, **attrs(name, m)),
+                             module_src=module_src)
+
+    return convert("", G)

@@ -1,0 +1,133 @@
+"""Interpretable GANs: a Gradio suite for steering StyleGAN2 with understandable controls.
+
+    python app.py                                   # built-in model, http://127.0.0.1:7860
+    python app.py --models /data/network.pkl        # add your own checkpoint(s)
+    python app.py --models "hf://DragGan/DragGan-Models/stylegan2-lhq-256x256.pkl" --device cuda
+    python app.py --host 0.0.0.0 --port 8080 --share
+
+Flags: --host --port --share --device (auto|cpu|cuda|cuda:N|mps) --models (comma/semicolon
+separated local paths or hf://owner/repo/path/file.pkl[@revision]; also read from the
+INTERP_MODELS environment variable) --queue-size (pending requests before new ones are refused).
+
+The app starts offline even when no checkpoint exists; the model picker then says which
+model is missing and how to add one.  Tabs live in demos/ (registry: demos.TABS).
+
+Faster CPU inference (about 1.6x here): glibc's allocator otherwise returns the large
+activation buffers to the OS after every layer.  Start the app with
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 python app.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+import demos.common  # noqa: F401  (imports `spaces` before torch touches CUDA, on ZeroGPU)
+import gradio as gr
+import torch
+
+import demos
+from demos.common import AppContext, model_choices
+from interp.zoo import REGISTRY_PATH, Zoo
+
+DEFAULT_QUEUE_SIZE = 32
+
+INTRO = """# Interpretable GANs
+Steer a pretrained StyleGAN2 with controls a person understands. Every control is also an API:
+see "Use via API" at the bottom of the page."""
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SystemExit(f"--device {device!r} is not valid; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device!r}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
+    return str(dev)
+
+
+def build_zoo(models: str | None = None, registry: str | os.PathLike = REGISTRY_PATH) -> Zoo:
+    """The registry plus the user's models from INTERP_MODELS and --models."""
+    zoo = Zoo.from_file(registry)
+    for spec in (os.environ.get("INTERP_MODELS"), models):
+        try:
+            zoo.add_user_models(spec)
+        except ValueError as exc:
+            raise SystemExit(f"Cannot add models {spec!r}: {exc}") from None
+    return zoo
+
+
+def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
+    """Assemble the Blocks: header, model picker, one tab per module in demos.TABS."""
+    picked = model_choices(zoo)
+    with gr.Blocks(title="Interpretable GANs") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            model = gr.Dropdown(
+                choices=picked.choices,
+                value=picked.default,
+                label="Model",
+                info="Checkpoints from the Hugging Face Hub download on first use and are cached.",
+                interactive=bool(picked.choices),
+                scale=2,
+            )
+            about = gr.Markdown(_describe(zoo, picked.default))
+        note = picked.note_markdown()
+        if note:
+            with gr.Accordion("Models that cannot be used", open=not picked.choices):
+                gr.Markdown(note)
+        model.change(lambda m: _describe(zoo, m), model, about, api_name=False)
+        ctx = AppContext(zoo=zoo, device=device, model=model, latent=gr.State(None))
+        with gr.Tabs():
+            for tab in demos.TABS:
+                with gr.Tab(tab.TITLE):
+                    tab.build(ctx)
+    return demo
+
+
+def _describe(zoo: Zoo, model_id: str | None) -> str:
+    if not model_id or model_id not in zoo:
+        return "No model selected."
+    entry = zoo.get_entry(model_id)
+    res = f"{entry.resolution}x{entry.resolution}, " if entry.resolution else ""
+    return f"**{entry.name}** ({res}`{entry.format}`, source `{entry.source}`)  \n{entry.description}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Interpretable GANs: a Gradio suite for StyleGAN2.")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live share link")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--models", default=None,
+                   help="extra checkpoints: local .pkl/.pt/.safetensors paths or hf://owner/repo/file.pkl[@rev], "
+                        "separated by commas or semicolons (added to INTERP_MODELS)")
+    p.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                   help=f"pending requests before new ones are refused (default {DEFAULT_QUEUE_SIZE})")
+    args = p.parse_args(argv)
+    if args.queue_size < 1:
+        p.error("--queue-size must be at least 1")
+    if args.port is not None and not 0 < args.port < 65536:
+        p.error("--port must be between 1 and 65535")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    zoo = build_zoo(args.models)
+    demo = build_demo(zoo, device)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                theme=gr.themes.Soft())
+
+
+if __name__ == "__main__":
+    main()

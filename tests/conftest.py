@@ -1,0 +1,68 @@
+"""Shared fixtures: offline environment, free local ports, a tiny random generator checkpoint."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+# The suite never talks to the network or to Gradio's analytics.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# A tiny StyleGAN2: 32x32, a few channels; builds and runs in milliseconds.
+TINY_CONFIG = dict(z_dim=16, w_dim=16, img_resolution=32, mapping_layers=2, channel_base=128, channel_max=16)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def free_port() -> int:
+    """A local TCP port that nothing listens on (at the time of the call)."""
+    return _free_port()
+
+
+@pytest.fixture()
+def hub_env(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in tmp, and fresh Hub probes; returns the cache directory."""
+    import interp.zoo as zoo
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("INTERP_HUB_TIMEOUT", raising=False)
+    zoo._probe_cache.clear()
+    yield cache
+    zoo._probe_cache.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """A random-init tiny Generator (seeded, eval mode)."""
+    import torch
+
+    from interp.models.stylegan2 import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    return Generator(GeneratorConfig(**TINY_CONFIG)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_generator) -> Path:
+    """``tiny_generator`` saved in our safetensors format; a file the zoo and the app can load."""
+    from interp.models.loaders import save_generator
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny32.safetensors"
+    save_generator(tiny_generator, path)
+    return path

@@ -1,0 +1,131 @@
+"""The app shell: starts without any model, and answers gradio_client calls of the Generate endpoint."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 120
+
+
+def test_builds_without_any_model(tmp_path, monkeypatch):
+    """A fresh offline machine: no built-in file, nothing cached -> the UI says what is missing."""
+    import app
+    from demos.common import model_choices
+    from interp.zoo import Zoo
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    zoo = Zoo.from_file(root=tmp_path)
+    picked = model_choices(zoo)
+    assert picked.choices == [] and picked.default is None
+    note = picked.note_markdown()
+    assert "No model is available" in note and "--models" in note
+    assert "**faces64**" in note and "faces64.safetensors does not exist" in note
+    demo = app.build_demo(zoo, "cpu")
+    api_names = {fn.api_name for fn in demo.fns.values()}
+    assert "generate" in api_names
+
+
+def test_common_helpers_roundtrip_and_grid():
+    from demos.common import grid_image, pil_to_tensor, tensor_to_pil
+
+    x = torch.linspace(-1, 1, 3 * 8 * 8).reshape(1, 3, 8, 8)  # [1, 3, H, W]
+    back = pil_to_tensor(tensor_to_pil(x))
+    assert back.shape == (1, 3, 8, 8) and (back - x).abs().max() <= 1 / 127.5 + 1e-6
+    assert grid_image(x.repeat(5, 1, 1, 1)).size == (3 * 8, 2 * 8)  # 5 images -> 3 columns, 2 rows
+    assert pil_to_tensor(tensor_to_pil(x), resolution=16).shape == (1, 3, 16, 16)
+
+
+def test_check_helpers_reject_bad_input():
+    import gradio as gr
+
+    from demos.common import check_float, check_int
+
+    assert check_int(3.0, "Seed", 0, 10) == 3
+    for bad in (None, 2.5, -1, 11, "x", float("nan")):
+        with pytest.raises(gr.Error, match="Seed must be a whole number between 0 and 10"):
+            check_int(bad, "Seed", 0, 10)
+    with pytest.raises(gr.Error, match="between 0 and 1.5"):
+        check_float(2, "Truncation psi", 0.0, 1.5)
+
+
+def _wait_until_up(proc: subprocess.Popen, url: str, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"app.py did not answer on {url} within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture()
+def running_app(tmp_path, tiny_checkpoint, free_port):
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(b"this is not a pickle")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
+               HF_HUB_CACHE=str(tmp_path / "hf-cache"), GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    env.pop("INTERP_MODELS", None)
+    log = tmp_path / "app.log"
+    cmd = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(free_port), "--device", "cpu",
+           "--models", f"{tiny_checkpoint};{broken}"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{free_port}/"
+    try:
+        _wait_until_up(proc, url, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_generate_endpoint_with_gradio_client(running_app, tmp_path, tiny_generator):
+    from gradio_client import Client
+
+    client = Client(running_app, verbose=False, download_files=str(tmp_path / "downloads"))
+    res = tiny_generator.img_resolution
+
+    path = client.predict("tiny32", 7, 0.7, 1, api_name="/generate")
+    with Image.open(path) as img:
+        assert img.size == (res, res) and img.mode == "RGB"
+        single = torch.from_numpy(np.asarray(img).copy())
+
+    path = client.predict("tiny32", 7, 0.7, 4, api_name="/generate")  # 4 samples -> a 2x2 grid
+    with Image.open(path) as img:
+        assert img.size == (2 * res, 2 * res)
+        grid = torch.from_numpy(np.asarray(img).copy())
+    assert torch.equal(grid[:res, :res], single)  # sample 0 of the grid is the single sample of that seed
+
+    # the same numbers computed in-process: the endpoint runs the model it claims to run
+    with torch.no_grad():
+        ws = tiny_generator.mapping(tiny_generator.sample_z(1, 7), truncation_psi=0.7)
+        ref = tiny_generator.synthesis(ws, noise_mode="const")[0]                  # [3, H, W]
+    ref = ((ref + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)  # [H, W, 3]
+    assert (ref.int() - single.int()).abs().max() <= 1
+
+    with pytest.raises(Exception) as err:  # out of range: refused before any work is done
+        client.predict("tiny32", 7, 0.7, 17, api_name="/generate")
+    assert "greater than maximum value 16" in str(err.value)
+    with pytest.raises(Exception) as err:  # a file that is not a checkpoint: our explanation comes back
+        client.predict("broken", 7, 0.7, 1, api_name="/generate")
+    assert "could not be loaded" in str(err.value) and "broken" in str(err.value)
