@@ -11,10 +11,12 @@ import json
 import os
 import pathlib
 import pickle
+import runpy
 import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -414,13 +416,13 @@ def test_convert_cli_errors(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
-def test_convert_runs_as_a_module(tmp_path):
+def test_convert_runs_as_a_module(tmp_path, monkeypatch, capsys):
     dst = tmp_path / "g.safetensors"
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "interp.convert", str(SG2_FILES["sg2ada-tiny32-fp16"]), str(dst)],
-                          cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(root)})
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setattr(sys, "argv", ["python -m interp.convert", str(SG2_FILES["sg2ada-tiny32-fp16"]), str(dst)])
+    with pytest.raises(SystemExit) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # "found in sys.modules": the tests imported it
+        runpy.run_module("interp.convert", run_name="__main__", alter_sys=False)
+    assert info.value.code == 0, capsys.readouterr().err
     assert load_checkpoint(dst).img_resolution == 32
 
 
@@ -513,3 +515,17 @@ def test_read_checkpoint_returns_config_and_nvidia_names():
         expected = Generator(config).state_dict()
     assert {k: tuple(v.shape) for k, v in sd.items()} == {k: tuple(v.shape) for k, v in expected.items()}
     assert sd["synthesis.b4.const"].shape == (64, 4, 4) and sd["synthesis.b4.conv1.noise_strength"].shape == ()
+
+
+def test_malformed_records_give_clear_errors(tmp_path):
+    record = generator_to_nvidia_layout(Generator(TINY))
+    del record.state["_modules"]["synthesis"]
+    assert_clear_error(write_pickle(tmp_path / "nosyn.pkl", {"G_ema": record}), "no 'mapping' and 'synthesis'")
+
+    record = generator_to_nvidia_layout(Generator(TINY))
+    record.state["img_resolution"] = "big"
+    assert_clear_error(write_pickle(tmp_path / "res.pkl", {"G_ema": record}), "unexpected form")
+
+    record = generator_to_nvidia_layout(Generator(TINY))            # a broadcast view far bigger than its data
+    record.state["_modules"]["mapping"].state["_buffers"]["w_avg"] = torch.zeros(1).expand(10**9)
+    assert_clear_error(write_pickle(tmp_path / "huge.pkl", {"G_ema": record}), "more elements than its storage")

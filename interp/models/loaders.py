@@ -205,8 +205,13 @@ def _read_nvidia_pickle(path: Path) -> tuple[GeneratorConfig, dict[str, Tensor]]
             data = restricted_load(f)
     except CheckpointError as e:
         raise CheckpointError(f"{path.name!r}: {e}") from None
-    record = _pick_generator(data, path.name)
-    return nvidia_to_state_dict(record)
+    try:
+        return nvidia_to_state_dict(_pick_generator(data, path.name))
+    except CheckpointError:
+        raise
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(f"{path.name!r} has an NVIDIA network record of an unexpected form and cannot be "
+                              f"read as a StyleGAN2 generator ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def _pick_generator(data: Any, name: str) -> PersistentRecord:
@@ -253,7 +258,7 @@ def _is_stylegan3(record: PersistentRecord) -> bool:
 
 def _count_sg3_layers(record: PersistentRecord) -> int:
     synthesis = (record.state.get("_modules") or {}).get("synthesis")
-    modules = synthesis.state.get("_modules") or {} if isinstance(synthesis, PersistentRecord) else {}
+    modules = (synthesis.state.get("_modules") or {}) if isinstance(synthesis, PersistentRecord) else {}
     return sum(1 for k in modules if re.fullmatch(r"L\d+_\d+_\d+", k))
 
 
@@ -382,7 +387,13 @@ def _read_torch_file(path: Path) -> tuple[GeneratorConfig, dict[str, Tensor]]:
                               f"StyleGAN2 checkpoint with a 'g_ema' state dict")
     args = ckpt.get("args")
     lr_mlp = getattr(args, "lr_mlp", 0.01) if isinstance(args, argparse.Namespace) else 0.01
-    config, sd = rosinality_to_state_dict(g, ckpt.get("latent_avg"), lr_mlp=float(lr_mlp), source=which)
+    try:
+        config, sd = rosinality_to_state_dict(g, ckpt.get("latent_avg"), lr_mlp=float(lr_mlp), source=which)
+    except CheckpointError:
+        raise
+    except (AttributeError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"the rosinality state dict in {path.name!r} ({which}) has tensors of unexpected "
+                              f"shapes ({type(e).__name__}: {str(e)[:120]})") from None
     if "mapping.w_avg" not in sd:
         sd["mapping.w_avg"] = _estimate_w_avg(config, sd)
         warnings.warn(f"{path.name}: no 'latent_avg' in the checkpoint; estimated w_avg from 10000 samples",

@@ -119,6 +119,8 @@ def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any
         t.set_(storage._untyped_storage, storage_offset, size, stride)
     except RuntimeError:
         raise CheckpointError("a tensor in the pickle does not fit its storage (the file is damaged)") from None
+    if t.numel() > storage.size():      # a broadcast view bigger than its data: would blow up when copied
+        raise CheckpointError("a tensor in the pickle claims more elements than its storage holds")
     return t
 
 
