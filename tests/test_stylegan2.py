@@ -75,8 +75,8 @@ def test_synthesis_from_styles_equals_synthesis(G):
     assert not torch.allclose(G.synthesis_from_styles(styles), G.synthesis(ws))
 
 
-@pytest.mark.parametrize("k, reused", [(1, 0), (2, 1), (4, 2), (7, 3)])
-def test_incremental_synthesis_equals_full_pass(G, k, reused):
+@pytest.mark.parametrize("k, reused, features_reused", [(1, 0, 1), (2, 1, 0), (3, 1, 1), (4, 2, 0), (7, 3, 1)])
+def test_incremental_synthesis_equals_full_pass(G, k, reused, features_reused):
     with torch.no_grad():
         ws = G.mapping(torch.randn(2, 16))
         cache = SynthesisCache()
@@ -86,6 +86,7 @@ def test_incremental_synthesis_equals_full_pass(G, k, reused):
         edited[:, k:] += 0.7 * torch.randn(24)
         incremental = G.synthesis(edited, cache=cache)
         assert cache.hits == reused                 # blocks whose style inputs all come from ws[:, :k]
+        assert cache.feature_hits == features_reused    # ws[:, k] feeds the ToRGB of the next block only
         assert torch.allclose(incremental, G.synthesis(edited), atol=1e-6)
         # Going back to the original still gives the original image.
         assert torch.allclose(G.synthesis(ws, cache=cache), G.synthesis(ws), atol=1e-6)
@@ -100,7 +101,7 @@ def test_cache_invalidated_by_batch_size_and_random_noise(G):
         assert torch.allclose(G.synthesis(ws3, cache=cache), G.synthesis(ws3), atol=1e-6)
         hits = cache.hits
         G.synthesis(ws3, noise_mode="random", cache=cache)
-        assert cache.hits == hits and not cache.outputs
+        assert cache.hits == hits and not cache.entries
 
 
 def test_hooked_blocks_are_not_cached(G):
@@ -112,10 +113,25 @@ def test_hooked_blocks_are_not_cached(G):
             hooked = G.synthesis(ws, cache=cache)
         finally:
             handle.remove()
-        assert len(cache.outputs) == 2                        # b4 and b8 only: the hooked block and later are not
+        assert len(cache.entries) == 2                        # b4 and b8 only: the hooked block and later are not
         clean = G.synthesis(ws, cache=cache)
         assert torch.allclose(clean, G.synthesis(ws), atol=1e-6)
         assert not torch.allclose(clean, hooked)
+
+
+def test_hook_added_after_caching_is_applied(G):
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, 16))
+        cache = SynthesisCache()
+        G.synthesis(ws, cache=cache)
+        handle = G.synthesis.b8.conv1.register_forward_hook(lambda m, i, o: o * 0)
+        try:
+            with_cache = G.synthesis(ws, cache=cache)
+            without = G.synthesis(ws)
+        finally:
+            handle.remove()
+        assert torch.allclose(with_cache, without, atol=1e-6)
+        assert not torch.allclose(with_cache, G.synthesis(ws))
 
 
 def test_config_round_trip_and_validation():

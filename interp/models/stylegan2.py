@@ -263,36 +263,43 @@ class SynthesisBlock(nn.Module):
     def layer_names(self) -> list[str]:
         return (["conv1"] if self.in_channels == 0 else ["conv0", "conv1"]) + ["torgb"]
 
-    def forward(self, x: Tensor | None, img: Tensor | None, styles: list[Tensor],
-                noise_mode: str) -> tuple[Tensor, Tensor]:
+    def features(self, x: Tensor | None, styles: list[Tensor], noise_mode: str) -> Tensor:
+        """The block's convolutions; `styles` are those of conv0 (absent in b4) and conv1."""
         if self.in_channels == 0:
             x = self.const.to(styles[0].dtype).unsqueeze(0).repeat([styles[0].shape[0], 1, 1, 1])
-            x = self.conv1(x, styles[0], noise_mode)
-        else:
-            x = self.conv0(x, styles[0], noise_mode)
-            x = self.conv1(x, styles[1], noise_mode)
-        y = self.torgb(x, styles[-1]).to(torch.float32)
-        if img is not None:
-            img = upfirdn2d(img, self.resample_filter, up=2, pad=(2, 1, 2, 1), gain=4)
-        return x, (y if img is None else img + y)
+            return self.conv1(x, styles[0], noise_mode)
+        return self.conv1(self.conv0(x, styles[0], noise_mode), styles[1], noise_mode)
+
+    def to_image(self, x: Tensor, img: Tensor | None, style: Tensor) -> Tensor:
+        """Skip architecture: up-sample the running image and add this block's ToRGB output."""
+        y = self.torgb(x, style).to(torch.float32)
+        if img is None:
+            return y
+        return upfirdn2d(img, self.resample_filter, up=2, pad=(2, 1, 2, 1), gain=4) + y
+
+    def forward(self, x: Tensor | None, img: Tensor | None, styles: list[Tensor],
+                noise_mode: str) -> tuple[Tensor, Tensor]:
+        x = self.features(x, styles[:-1], noise_mode)
+        return x, self.to_image(x, img, styles[-1])
 
 
 class SynthesisCache:
-    """Reuses block outputs between calls whose styles agree up to some block (incremental synthesis).
+    """Reuses work between calls whose styles agree up to some layer (incremental synthesis).
 
-    Pass the same object to successive `G.synthesis(..., cache=cache)` calls. A call recomputes only
-    the blocks from the first one whose style inputs changed; the result equals a full pass. Blocks
-    with forward hooks attached (see `interp.nethook`) and everything after them are never cached.
+    Pass the same object to successive `G.synthesis(..., cache=cache)` calls. A call reuses every
+    block whose style inputs are unchanged, and the convolutions of the first changed block when
+    only its ToRGB style changed; the result equals a full pass. Blocks with forward hooks
+    attached (see `interp.nethook`), and everything after them, are neither reused nor stored.
     """
 
     def __init__(self) -> None:
         self.key: tuple[int, str, str, torch.device] | None = None
-        self.styles: list[list[Tensor]] = []      # per block: the style inputs that produced the entry
-        self.outputs: list[tuple[Tensor, Tensor]] = []
-        self.hits = 0                            # blocks reused, for inspection and benchmarks
+        self.entries: list[tuple[list[Tensor], Tensor, Tensor, Tensor]] = []  # (conv styles, rgb style, x, img)
+        self.hits = 0                            # whole blocks reused, for inspection and benchmarks
+        self.feature_hits = 0                    # blocks whose convolutions were reused (ToRGB recomputed)
 
     def clear(self) -> None:
-        self.key, self.styles, self.outputs = None, [], []
+        self.key, self.entries = None, []
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -342,29 +349,44 @@ class SynthesisNetwork(nn.Module):
         missing = [n for n in self.style_layers if n not in styles]
         if missing:
             raise ValueError(f"styles lack layers {missing}")
-        x = img = None
-        start = 0
-        per_block = [[styles[f"b{b.resolution}.{n}"] for n in b.layer_names] for b in self.blocks()]
-        if cache is not None:
-            first = per_block[0][0]
-            key = (first.shape[0], noise_mode, str(first.dtype), first.device)
-            if noise_mode == "random" or cache.key != key:
+        blocks = self.blocks()
+        per_block = [[styles[f"b{b.resolution}.{n}"] for n in b.layer_names] for b in blocks]
+        if cache is None or noise_mode == "random":
+            if cache is not None:
                 cache.clear()
-            while (start < len(cache.outputs)
-                   and all(torch.equal(a, b) for a, b in zip(per_block[start], cache.styles[start]))):
-                start += 1
-            if start:
-                x, img = cache.outputs[start - 1]
-                cache.hits += start
-            del cache.styles[start:], cache.outputs[start:]
-            cache.key = key
-        cacheable = cache is not None and noise_mode != "random"
-        for i, block in enumerate(self.blocks()[start:], start):
-            cacheable = cacheable and not _has_hooks(block)
-            x, img = block(x, img, per_block[i], noise_mode)
-            if cacheable:
-                cache.styles.append([s.detach().clone() for s in per_block[i]])
-                cache.outputs.append((x.detach(), img.detach()))
+            x = img = None
+            for block, block_styles in zip(blocks, per_block):
+                x, img = block(x, img, block_styles, noise_mode)
+            return img
+
+        first = per_block[0][0]
+        key = (first.shape[0], noise_mode, str(first.dtype), first.device)
+        if cache.key != key:
+            cache.clear()
+        cache.key = key
+        hooked = [_has_hooks(b) for b in blocks]
+        limit = min(len(cache.entries), hooked.index(True) if any(hooked) else len(blocks))
+        same = lambda a, b: all(torch.equal(u, v) for u, v in zip(a, b))     # noqa: E731
+        start = 0
+        while start < limit and same(per_block[start][:-1], cache.entries[start][0]) \
+                and torch.equal(per_block[start][-1], cache.entries[start][1]):
+            start += 1
+        reuse_features = start < limit and same(per_block[start][:-1], cache.entries[start][0])
+        cache.hits += start
+        x, img = (cache.entries[start - 1][2], cache.entries[start - 1][3]) if start else (None, None)
+        features = cache.entries[start][2] if reuse_features else None
+        del cache.entries[start:]
+        for i in range(start, len(blocks)):
+            block, block_styles = blocks[i], per_block[i]
+            if i == start and features is not None:
+                x = features
+                cache.feature_hits += 1
+            else:
+                x = block.features(x, block_styles[:-1], noise_mode)
+            img = block.to_image(x, img, block_styles[-1])
+            if not any(hooked[:i + 1]):
+                conv_styles = [s.detach().clone() for s in block_styles[:-1]]
+                cache.entries.append((conv_styles, block_styles[-1].detach().clone(), x.detach(), img.detach()))
         return img
 
 
