@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from demos import generate
+from demos import explore, generate
 
-TABS: list[ModuleType] = [generate]
+TABS: list[ModuleType] = [generate, explore]

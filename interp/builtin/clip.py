@@ -79,16 +79,16 @@ def _bin(v: float, edges: Sequence[float], words: Sequence[Sequence[str]], rng) 
 
 
 _SMILE = ([-0.5, -0.15, 0.15, 0.5],
-          [["frowning", "sad", "unhappy", "scowling", "frowning"], ["slightly frowning", "a little sad", "glum"],
+          [["frowning", "sad", "unhappy", "scowling", "frowning"], ["slightly frowning", "somewhat sad", "glum"],
            ["neutral", "expressionless", "straight-faced", "serious"],
-           ["slightly smiling", "softly smiling", "a little smiling"],
+           ["slightly smiling", "softly smiling", "gently smiling"],
            ["smiling", "broadly smiling", "laughing", "grinning", "happy", "smiling"]])
 _AGE = ([0.25, 0.5, 0.75],
         [["young", "youthful", "young"], ["adult", "young adult"], ["middle-aged", "older", "mature"],
          ["old", "elderly", "aged", "old"]])
 _SKIN = ([0.33, 0.66], [["light-skinned", "pale", "fair-skinned"], ["tan", "olive-skinned", "medium-skinned"],
                         ["dark-skinned", "dark", "brown-skinned"]])
-_WIDTH = ([0.33, 0.66], [["narrow", "thin", "slim"], ["", "", ""], ["wide", "broad", "round"]])
+_WIDTH = ([0.33, 0.66], [["narrow", "thin", "slim"], [""], ["wide", "broad", "round"]])
 _YAW = ([-0.5, -0.15, 0.15, 0.5],
         [["turned to the left", "facing left", "looking to the left"],
          ["turned slightly to the left", "facing a little left"],
@@ -109,36 +109,48 @@ _HLEN = ([0.25, 0.6], [["short", "cropped", "short"], ["medium-length", "chin-le
 _BG = ([0.125, 0.375, 0.625, 0.875], [["blue"], ["teal", "turquoise"], ["green"], ["yellow"], ["orange"]])
 _HAIRC = (("black", "dark"), ("brown", "brunette"), ("blond", "blonde", "fair"), ("red", "ginger", "auburn"))
 _NOUNS = ("face", "person", "portrait", "head", "face")
+_ASPECTS = ("smile", "age", "skin_tone", "face_width", "glasses", "hair_length", "hair_color",
+            "eye_open", "yaw", "light", "background")
 _TEMPLATES = ("a {x}", "a photo of a {x}", "a picture of a {x}", "a rendering of a {x}", "{x}", "an image of a {x}")
 
 
-def caption(f: Mapping[str, float], rng: np.random.Generator, p_mention: float = 0.55) -> str:
-    """A caption for one face's factors (scalars), naming a random subset with varied wording."""
-    def mention() -> bool:
-        return rng.random() < p_mention
+def caption(f: Mapping[str, float], rng: np.random.Generator, must: Sequence[str] = ()) -> str:
+    """A caption for one face's factors (scalars), naming a random subset with varied wording.
 
+    Between one and five of the eleven describable aspects (factor names) are named, so that no
+    single easy aspect (background, skin) suffices to match a caption to its image within a
+    batch; the aspects in ``must`` are always named.
+    """
+    k = int(rng.choice([1, 2, 3, 4, 5], p=[0.25, 0.25, 0.2, 0.15, 0.15]))
+    chosen = set(rng.choice(len(_ASPECTS), size=k, replace=False).tolist())
+    say = {name: (i in chosen) or (name in must) for i, name in enumerate(_ASPECTS)}
     adjs, clauses = [], []
-    if mention():
+    if say["smile"]:
         adjs.append(_bin(f["smile"], *_SMILE, rng))
-    if mention():
+    if say["age"]:
         adjs.append(_bin(f["age"], *_AGE, rng))
-    if mention():
+    if say["skin_tone"]:
         s = _bin(f["skin_tone"], *_SKIN, rng)
-        adjs.append(s) if rng.random() < 0.5 else clauses.append(
-            "with " + {"light": "light", "pale": "light", "fair": "light"}.get(s.split("-")[0], s.split("-")[0]) + " skin")
-    if mention():
+        if rng.random() < 0.5:
+            adjs.append(s)
+        else:
+            word = {"pale": "light", "fair-skinned": "light", "dark": "dark", "tan": "tan"}.get(s, s.split("-")[0])
+            clauses.append(f"with {word} skin")
+    if say["face_width"]:
         wd = _bin(f["face_width"], *_WIDTH, rng)
-        if wd:
-            adjs.append(wd) if rng.random() < 0.5 else clauses.append(f"with a {wd} face")
-    if mention():
+        if rng.random() < 0.5:
+            adjs.append(wd + "-faced" if wd else "average-faced")
+        else:
+            clauses.append(f"with a {wd} face" if wd else "with an average face")
+    if say["glasses"]:
         if f["glasses"] > 0.5:
             clauses.append(["with glasses", "wearing glasses", "with spectacles", "wearing eyeglasses"][rng.integers(4)])
         else:
             clauses.append(["without glasses", "with no glasses", "not wearing glasses"][rng.integers(3)])
     hair = []
-    if mention():
+    if say["hair_length"]:
         hair.append(_bin(f["hair_length"], *_HLEN, rng))
-    if mention():
+    if say["hair_color"]:
         if f["age"] > 0.75 and rng.random() < 0.5:
             hair.append("grey")
         else:
@@ -146,13 +158,13 @@ def caption(f: Mapping[str, float], rng: np.random.Generator, p_mention: float =
             hair.append(opts[rng.integers(len(opts))])
     if hair:
         clauses.append("with " + " ".join(hair) + " hair")
-    if mention():
+    if say["eye_open"]:
         clauses.append(_bin(f["eye_open"], *_EYES, rng))
-    if mention():
+    if say["yaw"]:
         clauses.append(_bin(f["yaw"], *_YAW, rng))
-    if mention():
+    if say["light"]:
         clauses.append(_bin(f["light"], *_LIGHT, rng))
-    if mention():
+    if say["background"]:
         c = _bin(f["background"], *_BG, rng)
         clauses.append([f"on a {c} background", f"against a {c} backdrop", f"in front of a {c} wall"][rng.integers(3)])
     rng.shuffle(adjs)
@@ -169,11 +181,54 @@ def caption(f: Mapping[str, float], rng: np.random.Generator, p_mention: float =
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
-def captions(factors: Mapping[str, np.ndarray], seed: int) -> list[str]:
-    """One caption per face of a factor batch (deterministic in ``seed``)."""
+def captions(factors: Mapping[str, np.ndarray], seed: int, must: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """One caption per face of a factor batch (deterministic in ``seed``); ``must[i]``: aspects face i must name."""
     rng = np.random.default_rng(seed)
     n = len(next(iter(factors.values())))
-    return [caption({k: float(v[i]) for k, v in factors.items()}, rng) for i in range(n)]
+    return [caption({k: float(v[i]) for k, v in factors.items()}, rng, must[i] if must is not None else ())
+            for i in range(n)]
+
+
+# aspects that twin batches change, with sampling weights (fine details get more practice)
+TWIN_WEIGHTS = {"smile": 3, "age": 1, "skin_tone": 1, "face_width": 3, "glasses": 1, "hair_length": 1,
+                "hair_color": 1, "eye_open": 3, "yaw": 2, "light": 2, "background": 1}
+
+
+def twin_batch(n: int, seed: int) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+    """Factors for a contrastive batch of counterfactual twins, and the aspect each caption must name.
+
+    The second half repeats the first half with one aspect changed (drawn from ``TWIN_WEIGHTS``),
+    so a caption matches its own image and not its twin only through that aspect.
+    """
+    from .faces import FACTOR_BY_NAME, sample_factors
+
+    half = n // 2
+    f = sample_factors(n, seed)
+    other = sample_factors(half, seed + 7_777_777)
+    rng = np.random.default_rng(seed)
+    names = list(TWIN_WEIGHTS)
+    w = np.array([TWIN_WEIGHTS[k] for k in names], dtype=float)
+    pick = rng.choice(len(names), size=half, p=w / w.sum())
+    for k in f:
+        f[k][half:2 * half] = f[k][:half]
+    for i, j in enumerate(pick):
+        name = names[j]
+        spec = FACTOR_BY_NAME[name]
+        if spec.kind == "binary":
+            f[name][half + i] = 1 - f[name][i]
+        elif spec.kind == "categorical":
+            f[name][half + i] = (f[name][i] + rng.integers(1, len(spec.categories))) % len(spec.categories)
+        else:   # a clearly different value: at least a third of the range away
+            lo, hi = spec.low, spec.high
+            v = f[name][i]
+            cand = other[name][i]
+            if abs(cand - v) < (hi - lo) / 3:
+                cand = v + (hi - lo) / 3 if v + (hi - lo) / 3 <= hi else v - (hi - lo) / 3
+            f[name][half + i] = cand
+    must = [() for _ in range(n)]
+    for i, j in enumerate(pick):
+        must[i] = must[half + i] = (names[j],)
+    return f, must
 
 
 # ----------------------------------------------------------------------------- zero-shot scores

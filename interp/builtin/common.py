@@ -53,6 +53,7 @@ def save_model(model: torch.nn.Module, config: Any, stem: Path, meta: dict | Non
     stem.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(stem) + ".safetensors")
+    os.chmod(str(stem) + ".safetensors", 0o644)
     with open(str(stem) + ".json", "w") as fh:
         json.dump({"config": dataclasses.asdict(config), "meta": meta or {}}, fh, indent=2)
 

@@ -303,8 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amp", action="store_true", help="bf16 autocast (new runs only)")
     p.add_argument("--save-every", type=float, default=2.0, help="checkpoint interval, kimg")
     p.add_argument("--snapshot-every", type=float, default=20.0, help="sample grid + quick metrics interval, kimg")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--export", type=Path, default=None, help="write the EMA generator (safetensors) and samples.png")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     args.run.mkdir(parents=True, exist_ok=True)
     state_path = args.run / "state.pt"

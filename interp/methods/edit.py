@@ -311,7 +311,8 @@ def projection_stds(samples: Tensor, directions: Tensor) -> Tensor:
     if directions.ndim != 2 or samples.ndim != 2 or samples.shape[1] != directions.shape[1]:
         raise ValueError(f"need samples [N, D] and directions [K, D], got {list(samples.shape)} and "
                          f"{list(directions.shape)}")
-    units = directions.double() / directions.double().norm(dim=1, keepdim=True)
+    units = directions.detach().to(samples.device, torch.float64)
+    units = units / units.norm(dim=1, keepdim=True)
     proj = (samples.double() - samples.double().mean(0)) @ units.T          # [N, K]
     return proj.std(0).float().clamp_min(1e-8)
 

@@ -58,6 +58,7 @@ def _fix_signs(vectors: Tensor) -> Tensor:
 def pca(samples: Tensor, k: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """PCA of samples [N, D]: axes [k, D] (unit rows), variances [k], variance ratios [k], mean [D]."""
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     if samples.ndim != 2:
         raise ValueError(f"samples must be a matrix [N, D], got shape {list(samples.shape)}")
@@ -67,7 +68,9 @@ def pca(samples: Tensor, k: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor,
     x = samples.detach().cpu().numpy()
     # Exact SVD for small problems; randomized (seeded) when only a few axes of a wide matrix are wanted.
     solver = "full" if d <= 2048 or k > d // 4 else "randomized"
-    model = PCA(n_components=k, svd_solver=solver, random_state=seed).fit(x)
+    # One BLAS thread: OpenBLAS threads next to torch's OpenMP pool oversubscribe the cores (50x slower here).
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = PCA(n_components=k, svd_solver=solver, random_state=seed).fit(x)
     axes = _fix_signs(torch.from_numpy(np.ascontiguousarray(model.components_)).float())   # [k, D]
     return (axes, torch.from_numpy(model.explained_variance_).float(),
             torch.from_numpy(model.explained_variance_ratio_).float(), torch.from_numpy(model.mean_).float())

@@ -1,0 +1,183 @@
+"""Edits as data: layer ranges, strength 0 = the original exactly, W vs S equivalence, recipes, direction files."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from interp import diskcache
+from interp.directions import DirectionFileError, DirectionSet, load_directions, save_directions
+from interp.methods import sefa
+from interp.methods.edit import (Edit, EditRecipe, apply_ws, layer_rows, projection_stds, render_recipe,
+                                 sample_latents, style_layers_for_rows, synthesize)
+from interp.models.stylegan2 import SynthesisCache
+
+
+def test_layer_presets():
+    assert layer_rows(18, "all") == tuple(range(18))
+    assert layer_rows(18, "coarse") == (0, 1, 2, 3)
+    assert layer_rows(18, "middle") == (4, 5, 6, 7)
+    assert layer_rows(18, "fine") == tuple(range(8, 18))
+    assert layer_rows(10, "fine") == (8, 9)                       # 64x64: the 64x64 block
+    assert layer_rows(8, "coarse") + layer_rows(8, "middle") + layer_rows(8, "fine") == tuple(range(8))
+    assert layer_rows(10, "custom", 2, 5) == (2, 3, 4, 5)
+    with pytest.raises(ValueError, match="unknown layer range 'top'; allowed: all, coarse, middle, fine, custom"):
+        layer_rows(10, "top")
+    with pytest.raises(ValueError, match=r"custom layer range 3-10 is invalid: need 0 <= start <= end <= 9"):
+        layer_rows(10, "custom", 3, 10)
+    with pytest.raises(ValueError, match="needs start and end"):
+        layer_rows(10, "custom")
+    with pytest.raises(ValueError, match="only used with layer range 'custom'"):
+        layer_rows(10, "fine", 1, 2)
+
+
+@pytest.mark.parametrize("space", ["z", "w", "s"])
+def test_strength_zero_is_the_original_exactly(tiny_generator, space):
+    G = tiny_generator
+    rows = tuple(range(G.num_ws)) if space == "z" else layer_rows(G, "middle")
+    dim = {"z": G.z_dim, "w": G.w_dim,
+           "s": sum(G.synthesis.layer(n).affine.weight.shape[0] for n in style_layers_for_rows(G, rows))}[space]
+    e = Edit(torch.randn(dim), space, rows, 0.0, std=2.0)
+    z = G.sample_z(2, 11)
+    with torch.no_grad():
+        original = G.synthesis(G.mapping(z, truncation_psi=0.7))
+        edited = synthesize(G, z, [e], truncation_psi=0.7)
+        moved = synthesize(G, z, [e.with_strength(1.0)], truncation_psi=0.7)
+    assert torch.equal(edited, original)
+    assert not torch.allclose(moved, original)
+
+
+def test_w_edit_moves_only_its_rows_and_equals_the_s_edit(tiny_generator):
+    G = tiny_generator
+    rows = layer_rows(G, "fine")
+    d = torch.randn(G.w_dim)
+    e = Edit(d, "w", rows, 1.5, std=0.7)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(3, 0))
+        out = apply_ws(ws, [e])
+        changed = (out - ws).abs().sum(dim=(0, 2)) > 0
+        assert changed.nonzero().flatten().tolist() == list(rows)
+        assert torch.allclose(out[:, rows[0]] - ws[:, rows[0]], e.delta.expand(3, -1), atol=1e-6)
+        # the same move expressed in StyleSpace: the affine maps of the fed layers applied to the W offset
+        names = style_layers_for_rows(G, rows)
+        s_dir = torch.cat([G.synthesis.layer(n).affine.weight * G.synthesis.layer(n).affine.weight_gain @ e.delta
+                           for n in names])
+        s_edit = Edit(s_dir, "s", rows, 1.5, std=float(s_dir.norm()) / 1.5)
+        img_w = synthesize(G, None, [e], ws=ws)
+        img_s = synthesize(G, None, [s_edit], ws=ws)
+    assert torch.allclose(img_w, img_s, atol=1e-4)
+
+
+def test_incremental_cache_gives_the_full_pass(tiny_generator):
+    G = tiny_generator
+    z = G.sample_z(1, 4)
+    cache = SynthesisCache()
+    d = torch.randn(G.w_dim)
+    with torch.no_grad():
+        synthesize(G, z, [], cache=cache)
+        for s in (0.5, -1.0, 2.0):
+            e = Edit(d, "w", layer_rows(G, "fine"), s)
+            assert torch.equal(synthesize(G, z, [e], cache=cache), synthesize(G, z, [e]))
+    assert cache.hits > 0
+
+
+def test_z_edits_must_use_every_row(tiny_generator):
+    G = tiny_generator
+    with pytest.raises(ValueError, match="z-space edit moves every ws row"):
+        synthesize(G, G.sample_z(1, 0), [Edit(torch.ones(G.z_dim), "z", (0, 1), 1.0)])
+    with pytest.raises(ValueError, match="unknown latent space 'q'; allowed: z, w, s"):
+        Edit(torch.ones(3), "q", (0,), 1.0)
+    with pytest.raises(ValueError, match="non-zero"):
+        Edit(torch.zeros(3), "w", (0,), 1.0)
+
+
+def test_projection_stds_and_samples(tiny_generator):
+    G = tiny_generator
+    w = sample_latents(G, "w", 500, seed=0)
+    dirs, _ = sefa.directions(G, "all", 3)
+    stds = projection_stds(w, dirs)
+    assert torch.allclose(stds, ((w - w.mean(0)) @ dirs.T).std(0), rtol=1e-4)
+    assert sample_latents(G, "s", 10, seed=0, rows=layer_rows(G, "coarse")).shape[0] == 10
+
+
+def _direction_set(G, k=3):
+    rows = layer_rows(G, "coarse")
+    dirs, values = sefa.directions(G, rows, k)
+    stds = projection_stds(sample_latents(G, "w", 300, seed=0), dirs)
+    return DirectionSet.create(dirs, values, stds, space="w", layers=rows, method="sefa", model_id="tiny32",
+                               model_hash=diskcache.model_hash(G), params={"normalize": True})
+
+
+def test_recipe_json_recreates_the_image(tiny_generator):
+    G = tiny_generator
+    ds = _direction_set(G)
+    edits = tuple(ds.edits([2.0, 0.0, -1.0]))
+    assert [e.strength for e in edits] == [2.0, -1.0]                     # zero strengths are left out
+    recipe = EditRecipe("tiny32", diskcache.model_hash(G), 5, 0.7, edits)
+    text = recipe.to_json()
+    again = EditRecipe.from_json(text)
+    with torch.no_grad():
+        expected = synthesize(G, G.sample_z(1, 5), list(edits), truncation_psi=0.7)
+        assert torch.equal(render_recipe(G, again, diskcache.model_hash(G)), expected)
+    with pytest.raises(ValueError, match="was made for model 'tiny32'"):
+        render_recipe(G, again, "0" * 16)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        EditRecipe.from_json("{")
+    with pytest.raises(ValueError, match="not an edit recipe"):
+        EditRecipe.from_json(json.dumps({"seed": 1}))
+    bad = json.loads(text)
+    bad["edits"][0]["space"] = "x"
+    with pytest.raises(ValueError, match="unknown latent space"):
+        EditRecipe.from_json(json.dumps(bad))
+
+
+def test_direction_files_roundtrip_and_refusals(tiny_generator, tiny_checkpoint, tmp_path):
+    G = tiny_generator
+    ds = _direction_set(G).with_names(["+ a smiling face", "#1", "#2"], naming=[{"confidence": 0.5}])
+    path = save_directions(ds, tmp_path / "d.safetensors")
+    back = load_directions(path, expected_hash=diskcache.model_hash(G))
+    for name in ("directions", "values", "stds", "shares"):
+        assert torch.equal(getattr(back, name), getattr(ds, name))
+    assert (back.space, back.layers, back.method, back.model_id, back.names, back.params) == \
+           (ds.space, ds.layers, ds.method, ds.model_id, ds.names, ds.params)
+
+    with pytest.raises(DirectionFileError, match="not a direction file"):
+        load_directions(tiny_checkpoint)                                 # a generator checkpoint
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DirectionFileError, match="truncated or corrupted"):
+        load_directions(broken)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    with pytest.raises(DirectionFileError, match="truncated or corrupted"):
+        load_directions(text)
+    with pytest.raises(DirectionFileError, match="does not exist"):
+        load_directions(tmp_path / "missing.safetensors")
+    other = copy.deepcopy(G)
+    with torch.no_grad():
+        other.synthesis.b4.conv1.affine.weight.add_(0.1)
+    assert diskcache.model_hash(other) != diskcache.model_hash(G)
+    with pytest.raises(DirectionFileError, match="holds directions for model 'tiny32'"):
+        load_directions(path, expected_hash=diskcache.model_hash(other))
+
+
+def test_diskcache_keys_and_hash_memo(tiny_generator, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
+    assert diskcache.make_key("abc", {"a": 1, "b": [1, 2]}) == diskcache.make_key("abc", {"b": [1, 2], "a": 1})
+    assert diskcache.make_key("abc", {"a": 1}) != diskcache.make_key("abd", {"a": 1})
+    key = diskcache.make_key("abc", {"a": 1})
+    calls = []
+    out = diskcache.cached("test", key, lambda: calls.append(1) or {"x": torch.arange(3)})
+    again = diskcache.cached("test", key, lambda: calls.append(1) or {"x": torch.arange(3)})
+    assert calls == [1] and torch.equal(out["x"], again["x"])
+    assert (tmp_path / "test" / f"{key}.safetensors").is_file()
+    G = copy.deepcopy(tiny_generator)
+    h = diskcache.model_hash(G)
+    assert diskcache.model_hash(G) == h == G.content_hash()
+    with torch.no_grad():
+        G.mapping.fc0.weight.mul_(2)                                     # in-place change: a new hash
+    assert diskcache.model_hash(G) == G.content_hash() != h
+    with pytest.raises(ValueError, match="cache namespace"):
+        diskcache.load("../evil", key)
