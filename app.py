@@ -38,6 +38,9 @@ Steer a pretrained StyleGAN2 with controls a person understands. Every control i
 see "Use via API" at the bottom of the page."""
 
 
+# Small GAN outputs (64x64) are shown enlarged with visible pixels instead of as thumbnails.
+CSS = ".pixel-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned."""
     if device == "auto":
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo = build_demo(zoo, device)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                theme=gr.themes.Soft())
+                theme=gr.themes.Soft(), css=CSS)
 
 
 if __name__ == "__main__":

@@ -374,7 +374,8 @@ def build(ctx: AppContext) -> None:
             find_btn = gr.Button("Find directions", variant="primary")
             status = gr.Markdown("Press **Find directions** to get sliders.")
         with gr.Column(scale=1):
-            image = gr.Image(label="Image", type="pil", format="png", interactive=False)
+            image = gr.Image(label="Image", type="pil", format="png", interactive=False, height=320,
+                             elem_classes="pixel-image")
             sliders = [gr.Slider(-STRENGTH, STRENGTH, value=0, step=0.1, label=f"#{i}", visible=False)
                        for i in range(K_MAX)]
             reset_btn = gr.Button("Reset sliders")
@@ -385,7 +386,8 @@ def build(ctx: AppContext) -> None:
             g_steps = gr.Slider(2, MAX_GRID_STRENGTHS, value=5, step=1, label="Strengths")
             g_seeds = gr.Slider(1, MAX_GRID_SEEDS, value=3, step=1, label="Seeds (from the current seed)")
         grid_btn = gr.Button("Show grid")
-        grid_img = gr.Image(label="Rows: seeds; columns: strengths", type="pil", format="png", interactive=False)
+        grid_img = gr.Image(label="Rows: seeds; columns: strengths", type="pil", format="png", interactive=False,
+                            elem_classes="pixel-image")
     with gr.Accordion("Ground truth (built-in model): what each direction really changes", open=False):
         effects_btn = gr.Button("Measure effects")
         effects_md = gr.Markdown()

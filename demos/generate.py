@@ -56,7 +56,8 @@ def build(ctx: AppContext) -> None:
             count = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")
             run = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
-            image = gr.Image(label="Samples", type="pil", format="png", interactive=False)
+            image = gr.Image(label="Samples", type="pil", format="png", interactive=False, height=384,
+                            elem_classes="pixel-image")
 
     inputs = [ctx.model, seed, psi, count]
     outputs = [image, ctx.latent]
