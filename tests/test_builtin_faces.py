@@ -74,7 +74,6 @@ def test_masks_agree_with_factors():
 
 def test_factors_move_what_they_say():
     _, pa = render(_one(yaw=[-1.0, 1.0]))
-    cols = np.arange(64)
     cx = [(np.where(pa[i] == P["eyes"])[1]).mean() for i in range(2)]
     assert cx[1] > cx[0] + 3                          # turned right: features move right
     im, pa = render(_one(light=[-1.0, 1.0]))
@@ -85,7 +84,6 @@ def test_factors_move_what_they_say():
     im, pa = render(_one(smile=[-1.0, 1.0]))
     mouth = [(pa[i] == P["mouth"]).sum() for i in range(2)]
     assert mouth[1] > mouth[0]                        # broad smile opens the mouth
-    del cols
 
 
 @pytest.mark.parametrize("bad, msg", [

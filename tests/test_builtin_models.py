@@ -16,7 +16,6 @@ N = 192
 
 @pytest.fixture(scope="module")
 def heldout():
-    torch.set_num_threads(2)
     f = sample_factors(N, EVAL_SEED + 1)
     im, pa = render(f)
     return f, im, images_to_tensor(im), torch.from_numpy(pa).long()

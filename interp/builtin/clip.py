@@ -194,7 +194,8 @@ TWIN_WEIGHTS = {"smile": 3, "age": 1, "skin_tone": 1, "face_width": 3, "glasses"
                 "hair_color": 1, "eye_open": 3, "yaw": 2, "light": 2, "background": 1}
 
 
-def twin_batch(n: int, seed: int) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+def twin_batch(n: int, seed: int, weights: Mapping[str, float] | None = None
+               ) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
     """Factors for a contrastive batch of counterfactual twins, and the aspect each caption must name.
 
     The second half repeats the first half with one aspect changed (drawn from ``TWIN_WEIGHTS``),
@@ -206,8 +207,9 @@ def twin_batch(n: int, seed: int) -> tuple[dict[str, np.ndarray], list[tuple[str
     f = sample_factors(n, seed)
     other = sample_factors(half, seed + 7_777_777)
     rng = np.random.default_rng(seed)
+    weights = {**TWIN_WEIGHTS, **(weights or {})}
     names = list(TWIN_WEIGHTS)
-    w = np.array([TWIN_WEIGHTS[k] for k in names], dtype=float)
+    w = np.array([weights[k] for k in names], dtype=float)
     pick = rng.choice(len(names), size=half, p=w / w.sum())
     for k in f:
         f[k][half:2 * half] = f[k][:half]

@@ -12,7 +12,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,10 +130,6 @@ class Checkpointer:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                     "sched": sched.state_dict() if sched is not None else None, "step": step}, tmp)
         os.replace(tmp, self.path)
-
-
-def batches(start: int, steps: int) -> Iterator[int]:
-    yield from range(start, steps)
 
 
 def add_train_args(parser, steps: int, batch: int, lr: float) -> None:

@@ -9,7 +9,8 @@ disjoint range (see ``common.TRAIN_SEED_BASE``). Metrics (targets in ``TARGETS``
 - segmenter: IoU per part (intersections and unions summed over the set), and their mean
 - tiny CLIP: zero-shot accuracy of the prompt pair per binary factor (positive prompt closer),
   Spearman rho of sim(positive) - sim(negative) with each continuous factor, 4-way hair colour accuracy
-- renderer: images/s at 64x64 with the torch threads given (default 2)
+- renderer: images/s at 64x64 with the torch threads given (default 1: when another process
+  keeps the second core busy, torch's 2-thread elementwise kernels stall; see bench/bench_renderer.py)
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def eval_clip(model, tokenizer, x: torch.Tensor, f: dict[str, np.ndarray]) -> di
     return res
 
 
-def renderer_speed(n: int = 2048, size: int = 64, threads: int = 2, repeats: int = 3) -> float:
+def renderer_speed(n: int = 2048, size: int = 64, threads: int = 1, repeats: int = 3) -> float:
     """Best-of-``repeats`` images/s of ``render`` (uint8 output, parts included)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -130,7 +131,7 @@ def summarize(metrics: dict[str, float]) -> dict[str, dict]:
 
 
 def evaluate(n: int = 2000, device: str = "auto", seg_n: int = 500, renderer: bool = True,
-             threads: int = 2) -> dict[str, float]:
+             threads: int = 1) -> dict[str, float]:
     from . import load_clip, load_predictor, load_segmenter
 
     dev = pick_device(device)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=2000, help="held-out images for predictor and CLIP")
     ap.add_argument("--seg-n", type=int, default=500, help="held-out images for the segmenter")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for the renderer benchmark")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the renderer benchmark")
     ap.add_argument("--no-renderer", action="store_true", help="skip the renderer speed measurement")
     args = ap.parse_args(argv)
     metrics = evaluate(args.n, args.device, args.seg_n, not args.no_renderer, args.threads)

@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     add_train_args(ap, steps=1500, batch=128, lr=2e-3)
     ap.add_argument("--twins", type=int, default=1, help="1: batches of counterfactual twins (one aspect changed, "
                     "named in both captions); 0: independent faces")
+    ap.add_argument("--twin-weights", default="", help="override clip.TWIN_WEIGHTS, e.g. 'eye_open=6,smile=4'")
     ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary factor heads on the image "
                     "embedding (0 disables them; see the comment in main)")
     ap.add_argument("--init", default=None, help="start from these weights (a .safetensors written by this script)")
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
+    twin_weights = {k: float(v) for k, v in (kv.split("=") for kv in args.twin_weights.split(",") if kv)}
     seed_everything(args.seed)
     name = register()
     model = open_clip.create_model(name, device=dev)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         m = h["clip"]
         seed = TRAIN_SEED_BASE + (args.seed + 2000) * 10**7 + step
         if args.twins:
-            f, must = twin_batch(args.batch, seed)
+            f, must = twin_batch(args.batch, seed, twin_weights)
         else:
             f, must = sample_factors(args.batch, seed), None
         x, _ = render_torch(f, 64, device=dev)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     save_file(sd, str(out), metadata={"model": CLIP_NAME, "dtype": "float16"})
     os.chmod(out, 0o644)
     with open(out.with_suffix(".train.json"), "w") as fh:
-        json.dump({"steps": args.steps, "twins": args.twins, "aux_weight": args.aux_weight, "init": args.init, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+        json.dump({"steps": args.steps, "twins": args.twins, "twin_weights": args.twin_weights, "aux_weight": args.aux_weight, "init": args.init, "batch": args.batch, "lr": args.lr, "seed": args.seed,
                    "images_seen": args.steps * args.batch, "device": str(dev),
                    "last_session_seconds": round(time.time() - t0, 1)}, fh, indent=2)
     print(f"wrote {out}")

@@ -1,6 +1,6 @@
 """Train the attribute predictor on renders made on the fly.
 
-    python -m interp.builtin.train_predictor [--steps 3000 --batch 128 --device auto]
+    python -m interp.builtin.train_predictor [--steps 2000 --batch 128 --device auto]
 
 Resumable (checkpoint in runs/builtin/predictor/), seeded; writes assets/builtin/predictor.{safetensors,json}.
 """
@@ -36,7 +36,7 @@ def predictor_loss(model: AttributePredictor, x: torch.Tensor, f: dict[str, torc
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(ap, steps=3000, batch=128, lr=3e-3)
+    add_train_args(ap, steps=2000, batch=128, lr=3e-3)
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
     seed_everything(args.seed)

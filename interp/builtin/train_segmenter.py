@@ -1,6 +1,6 @@
 """Train the part segmenter on renders made on the fly.
 
-    python -m interp.builtin.train_segmenter [--steps 3000 --batch 64 --device auto]
+    python -m interp.builtin.train_segmenter [--steps 1000 --batch 64 --device auto]
 
 Loss: cross-entropy plus a soft Dice term per part (so small parts such as eyes count as much
 as the background). Resumable (runs/builtin/segmenter/), seeded; writes
@@ -33,7 +33,7 @@ def segmenter_loss(model: PartSegmenter, x: torch.Tensor, parts: torch.Tensor):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(ap, steps=3000, batch=64, lr=3e-3)
+    add_train_args(ap, steps=1000, batch=64, lr=3e-3)
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
     seed_everything(args.seed)
