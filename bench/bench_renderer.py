@@ -2,27 +2,14 @@
 
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 python bench/bench_renderer.py
 """
+import sys
+from pathlib import Path
 
-import time
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
-from interp.builtin import render, sample_factors
-
-
-def bench(n: int, size: int, threads: int, repeats: int = 3) -> float:
-    torch.set_num_threads(threads)
-    f = sample_factors(n, 0)
-    render({k: v[:32] for k, v in f.items()}, size)
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        render(f, size)
-        best = max(best, n / (time.perf_counter() - t))
-    return best
-
+from interp.builtin.evaluate import renderer_speed  # noqa: E402
 
 if __name__ == "__main__":
     for size, n in ((64, 4096), (128, 1024)):
         for threads in (1, 2):
-            print(f"render {size}x{size}  threads={threads}  {bench(n, size, threads):8.0f} images/s")
+            print(f"render {size}x{size}  threads={threads}  {renderer_speed(n, size, threads):8.0f} images/s")

@@ -60,32 +60,27 @@ def _frozen(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
     return model
 
 
-def load_predictor(device: str | torch.device | None = None) -> AttributePredictor:
-    """The shipped attribute predictor (cached per device; CPU by default)."""
+def _load_judge(name: str, model_cls: type, config_cls: type, trainer: str, device) -> torch.nn.Module:
     dev = _device(device)
-    key = ("predictor", str(dev))
+    key = (name, str(dev))
     with _LOCK:
         if key not in _CACHE:
-            stem = ASSETS / "predictor"
+            stem = ASSETS / name
             if not (stem.with_suffix(".safetensors")).exists():
-                raise _missing(stem.with_suffix(".safetensors"), "train_predictor")
-            model = load_weights(AttributePredictor(load_config(stem, PredictorConfig)), stem)
+                raise _missing(stem.with_suffix(".safetensors"), trainer)
+            model = load_weights(model_cls(load_config(stem, config_cls)), stem)
             _CACHE[key] = _frozen(model, dev)
         return _CACHE[key]
+
+
+def load_predictor(device: str | torch.device | None = None) -> AttributePredictor:
+    """The shipped attribute predictor (cached per device; CPU by default)."""
+    return _load_judge("predictor", AttributePredictor, PredictorConfig, "train_predictor", device)
 
 
 def load_segmenter(device: str | torch.device | None = None) -> PartSegmenter:
     """The shipped part segmenter (cached per device; CPU by default)."""
-    dev = _device(device)
-    key = ("segmenter", str(dev))
-    with _LOCK:
-        if key not in _CACHE:
-            stem = ASSETS / "segmenter"
-            if not (stem.with_suffix(".safetensors")).exists():
-                raise _missing(stem.with_suffix(".safetensors"), "train_segmenter")
-            model = load_weights(PartSegmenter(load_config(stem, SegmenterConfig)), stem)
-            _CACHE[key] = _frozen(model, dev)
-        return _CACHE[key]
+    return _load_judge("segmenter", PartSegmenter, SegmenterConfig, "train_segmenter", device)
 
 
 def load_clip(device: str | torch.device | None = None):

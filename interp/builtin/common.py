@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import os
 import random
 from pathlib import Path
@@ -46,6 +47,13 @@ def check_images(x: torch.Tensor, size: int = 64) -> torch.Tensor:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=x.shape[2] > size)
     return x
+
+
+def training_meta(args, device: torch.device, t0: float, **extra: Any) -> dict:
+    """What a training CLI records next to its weights: budget, seed and wall time of this session."""
+    return {**extra, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+            "images_seen": args.steps * args.batch, "device": str(device),
+            "last_session_seconds": round(time.time() - t0, 1)}
 
 
 def save_model(model: torch.nn.Module, config: Any, stem: Path, meta: dict | None = None) -> None:

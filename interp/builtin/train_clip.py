@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .clip import CLIP_NAME, CLIP_WEIGHTS, captions, clip_image_input, register, twin_batch
-from .common import TRAIN_SEED_BASE, add_train_args, factor_targets, pick_device, seed_everything, train_loop
+from .common import TRAIN_SEED_BASE, add_train_args, factor_targets, pick_device, seed_everything, train_loop, training_meta
 from .faces import render_torch, sample_factors
 
 
@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     save_file(sd, str(out), metadata={"model": CLIP_NAME, "dtype": "float16"})
     os.chmod(out, 0o644)
     with open(out.with_suffix(".train.json"), "w") as fh:
-        json.dump({"steps": args.steps, "twins": args.twins, "twin_weights": args.twin_weights, "aux_weight": args.aux_weight, "init": args.init, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-                   "images_seen": args.steps * args.batch, "device": str(dev),
-                   "last_session_seconds": round(time.time() - t0, 1)}, fh, indent=2)
+        json.dump(training_meta(args, dev, t0, twins=args.twins, twin_weights=args.twin_weights,
+                                aux_weight=args.aux_weight, init=args.init), fh, indent=2)
     print(f"wrote {out}")
 
 

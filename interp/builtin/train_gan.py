@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -333,8 +334,11 @@ def main(argv: list[str] | None = None) -> None:
     log = (args.run / "log.jsonl").open("a")
     bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True)
     t0, n0 = time.perf_counter(), trainer.step
+    stop = threading.Event()                     # SIGTERM / SIGINT: finish the step, save, exit
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while trainer.step < total:
+        while trainer.step < total and not stop.is_set():
             stats = trainer.train_step(prefetch.get(trainer.step))
             bar.update(1)
             if trainer.step % 50 == 0:
@@ -355,8 +359,6 @@ def main(argv: list[str] | None = None) -> None:
                     log.flush()
                 except Exception as e:                          # noqa: BLE001 - judges may not be trained yet
                     print(f"quick metrics skipped: {e}")
-    except KeyboardInterrupt:
-        print("interrupted; saving")
     finally:
         trainer.save(state_path)
         prefetch.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import ASSETS, add_train_args, factor_targets, pick_device, save_model, seed_everything, train_batch, train_loop
+from .common import ASSETS, add_train_args, factor_targets, pick_device, save_model, seed_everything, training_meta, train_batch, train_loop
 from .faces import FACTOR_BY_NAME
 from .predictor import AttributePredictor, PredictorConfig
 
@@ -50,10 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     train_loop("predictor", model, step_loss, args)
     stem = Path(args.out) if args.out else ASSETS / "predictor"
-    save_model(model.cpu(), model.config, stem, meta={
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-        "images_seen": args.steps * args.batch, "device": str(dev),
-        "last_session_seconds": round(time.time() - t0, 1)})
+    save_model(model.cpu(), model.config, stem, meta=training_meta(args, dev, t0))
     print(f"wrote {stem}.safetensors")
 
 
