@@ -62,3 +62,25 @@ def test_sample_grid_and_config_errors():
     assert grid.shape == (32, 32, 3) and grid.dtype.name == "uint8"
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"batch_size": 8})
+
+
+def test_gan_evaluation_statistics():
+    import numpy as np
+
+    from interp.builtin.evaluate_gan import compare, frechet_distance
+    from interp.builtin.faces import FACTORS, PARTS, sample_factors
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 8))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)      # mean shift of 1 in 8 dims
+    real = {k: v.astype(float) for k, v in sample_factors(400, seed=1).items()}
+    real["parts"] = rng.dirichlet(np.ones(len(PARTS)), size=400)
+    same = compare(real, real)
+    assert all(v.get("gap", v.get("w1", v.get("tv"))) == 0 for v in same["factors"].values())
+    assert same["age_glasses_corr"]["diff"] == 0 and same["age_glasses_corr"]["real"] > 0.2
+    no_glasses = dict(real, glasses=np.zeros(400))
+    c = compare(no_glasses, real)
+    assert c["factors"]["glasses"]["gap"] == pytest.approx(real["glasses"].mean())
+    assert np.isnan(c["age_glasses_corr"]["gen"])                             # constant factor: undefined
+    assert {f.name for f in FACTORS} == set(c["factors"])

@@ -71,6 +71,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
+def _age_glasses_corr(d: dict[str, np.ndarray]) -> float:
+    """Pearson correlation of predicted age and glasses; NaN when either is constant."""
+    if d["age"].std() == 0 or d["glasses"].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(d["age"], d["glasses"])[0, 1])
+
+
 def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per-factor gaps, the age-glasses correlation and part fractions, generated vs rendered."""
     factors = {}
@@ -88,7 +95,7 @@ def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str
             factors[f.name] = {"kind": "categorical", "tv": 0.5 * np.abs(hg - hr).sum(),
                                "gen_hist": hg.tolist(), "real_hist": hr.tolist()}
     out: dict[str, dict] = {"factors": factors}
-    corr = lambda d: float(np.corrcoef(d["age"], d["glasses"])[0, 1])           # noqa: E731
+    corr = _age_glasses_corr
     out["age_glasses_corr"] = {"gen": corr(gen), "real": corr(real), "diff": abs(corr(gen) - corr(real))}
     if "parts" in gen and "parts" in real:
         pg, pr = gen["parts"].mean(0), real["parts"].mean(0)
