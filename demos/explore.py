@@ -348,6 +348,14 @@ def build(ctx: AppContext) -> None:
     def default_vocabulary(model_id):
         return "\n".join(naming.default_vocabulary(model_id)), None, *slider_updates(None, 0)
 
+    def use_generated(model_id, latent):
+        if not latent:
+            raise gr.Error("Nothing has been generated yet: press Generate in the Generate tab first.")
+        if latent["model_id"] != model_id:
+            raise gr.Error(f"The last generated sample came from {latent['model_id']!r}, not {model_id!r}: "
+                           "pick that model here, or generate again with this one.")
+        return latent["seed"], latent["truncation_psi"]
+
     def toggle_custom(preset):
         return gr.Row(visible=preset == "custom")
 
@@ -357,6 +365,7 @@ def build(ctx: AppContext) -> None:
             with gr.Row():
                 seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
                 dice = gr.Button("Random seed", scale=0)
+                from_gen = gr.Button("Use the Generate tab's sample", scale=0)
             psi = gr.Slider(*PSI_RANGE, value=0.7, step=0.05, label="Truncation psi")
             method = gr.Radio(list(METHODS), value="SeFa", label="Method",
                               info="SeFa: closed form from the style weights. GANSpace: PCA of sampled W.")
@@ -423,6 +432,8 @@ def build(ctx: AppContext) -> None:
     reset_btn.click(reset, None, sliders, api_name="explore_reset").success(
         render, render_inputs, [image, session], api_name="explore_render_after_reset", **render_kw)
     dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_name="explore_random_seed")
+    from_gen.click(use_generated, [ctx.model, ctx.latent], [seed, psi], api_name="explore_use_generated").success(
+        render, render_inputs, [image, session], api_name="explore_render_after_use_generated", **render_kw)
     preset.change(toggle_custom, preset, custom_row, api_name="explore_toggle_custom")
     ctx.model.change(default_vocabulary, ctx.model, [vocabulary, dirs, *sliders], api_name="explore_model_changed").success(
         render, render_inputs, [image, session], api_name="explore_render_after_model_change", **render_kw)

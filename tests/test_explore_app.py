@@ -56,6 +56,20 @@ def test_endpoints_are_named(explore_app):
         assert f"/explore_{name}" in names
 
 
+def test_use_the_generate_tabs_sample(explore_app):
+    from gradio_client.exceptions import AppError
+
+    url, tmp = explore_app
+    client = _client(url, tmp)                      # one client = one session: its gr.State persists
+    with pytest.raises(AppError, match="Nothing has been generated yet"):
+        client.predict("tiny32", api_name="/explore_use_generated")
+    generated = _pixels(client.predict("tiny32", 5, 0.6, 1, api_name="/generate"))
+    seed, psi = client.predict("tiny32", api_name="/explore_use_generated")
+    assert (seed, psi) == (5, 0.6)
+    explored = _pixels(client.predict("tiny32", seed, psi, *[0.0] * 10, api_name="/explore_render"))
+    assert np.abs(explored.astype(int) - generated.astype(int)).max() <= 1
+
+
 def test_sliders_export_import_and_edit_json(explore_app, tiny_generator):
     from gradio_client import handle_file
 
