@@ -411,10 +411,12 @@ def _how_to_provide_hub(source: HubSource) -> str:
 
 
 def _how_to_provide_local(path: Path) -> str:
-    return (
-        f"Put the checkpoint at {path}, or add another model with `--models /path/to/file.pkl` "
-        "(or INTERP_MODELS); .pkl, .pt and .safetensors files and hf://owner/repo/file URLs are accepted."
-    )
+    how = (f"Put the checkpoint at {path}, or add another model with `--models /path/to/file.pkl` "
+           "(or INTERP_MODELS); .pkl, .pt and .safetensors files and hf://owner/repo/file URLs are accepted.")
+    if path.name == "faces64.safetensors":
+        how += (" The built-in faces64 is made by `python -m interp.builtin.train_gan --run runs/gan/faces64` "
+                "followed by the same command with `--export assets/builtin/faces64.safetensors`.")
+    return how
 
 
 def _cached_hub_file(source: HubSource) -> Path | None:
