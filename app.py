@@ -37,9 +37,9 @@ INTRO = """# Interpretable GANs
 Steer a pretrained StyleGAN2 with controls a person understands. Every control is also an API:
 see "Use via API" at the bottom of the page."""
 
-
 # Small GAN outputs (64x64) are shown enlarged with visible pixels instead of as thumbnails.
 CSS = ".pixel-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned."""

@@ -165,7 +165,6 @@ def test_bad_inputs_give_clear_errors(explore_app, tmp_path):
 def test_effect_heatmap_and_table(tiny_generator, tmp_path, monkeypatch):
     """The ground-truth panel: a heatmap image and a table with purity and CLIP agreement."""
     from demos import explore
-    from interp.directions import DirectionSet
     from interp.methods.edit import layer_rows
 
     try:
