@@ -104,6 +104,17 @@ def test_cache_invalidated_by_batch_size_and_random_noise(G):
         assert cache.hits == hits and not cache.entries
 
 
+def test_cache_is_not_shared_between_models(G):
+    with torch.no_grad():
+        other = Generator(TINY).eval()
+        other.load_state_dict(G.state_dict())
+        other.synthesis.b32.conv1.bias.add_(1.0)
+        ws = G.mapping(torch.randn(1, 16))
+        cache = SynthesisCache()
+        G.synthesis(ws, cache=cache)
+        assert torch.allclose(other.synthesis(ws, cache=cache), other.synthesis(ws), atol=1e-6)
+
+
 def test_hooked_blocks_are_not_cached(G):
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, 16))

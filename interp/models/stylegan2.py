@@ -293,7 +293,7 @@ class SynthesisCache:
     """
 
     def __init__(self) -> None:
-        self.key: tuple[int, str, str, torch.device] | None = None
+        self.key: tuple[int, int, str, str, torch.device] | None = None
         self.entries: list[tuple[list[Tensor], Tensor, Tensor, Tensor]] = []  # (conv styles, rgb style, x, img)
         self.hits = 0                            # whole blocks reused, for inspection and benchmarks
         self.feature_hits = 0                    # blocks whose convolutions were reused (ToRGB recomputed)
@@ -360,7 +360,7 @@ class SynthesisNetwork(nn.Module):
             return img
 
         first = per_block[0][0]
-        key = (first.shape[0], noise_mode, str(first.dtype), first.device)
+        key = (id(self), first.shape[0], noise_mode, str(first.dtype), first.device)   # one cache, one model
         if cache.key != key:
             cache.clear()
         cache.key = key
