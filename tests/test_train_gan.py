@@ -1,10 +1,11 @@
 """Training the built-in GAN: a tiny configuration steps, checkpoints and resumes exactly."""
+import json
 import math
 
 import pytest
 import torch
 
-from interp.builtin.train_gan import Trainer, TrainConfig, render_batch, sample_grid
+from interp.builtin.train_gan import Trainer, TrainConfig, main, render_batch, sample_grid, to_8bit
 
 TINY = TrainConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8}, batch=4,
                    r1_every=2, pl_weight=1.0, pl_every=2, ema_kimg=0.01)
@@ -48,6 +49,44 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_with_a_larger_batch(tmp_path):
+    tr = Trainer(TINY)
+    tr.train_step(render_batch(TINY, 0))
+    tr.save(tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="can only change"):
+        Trainer.load(tmp_path / "state.pt", overrides={"lr_g": 0.01})
+    bigger = Trainer.load(tmp_path / "state.pt", overrides={"batch": 8})
+    assert bigger.cfg.batch == 8 and bigger.nimg == 4
+    bigger.train_step(render_batch(bigger.cfg, bigger.step))
+    assert bigger.step == 2 and bigger.nimg == 12                 # 4 images, then 8
+    bigger.save(tmp_path / "state.pt")
+    assert Trainer.load(tmp_path / "state.pt").nimg == 12
+
+
+def test_cli_trains_saves_and_exports(tmp_path):
+    from interp.models.loaders import load_checkpoint
+
+    run = tmp_path / "run"
+    cfg = TINY.to_dict() | {"pl_weight": 0.0}
+    main(["--run", str(run), "--kimg", "0.012", "--config", json.dumps(cfg), "--device", "cpu",
+          "--save-every", "0.004", "--snapshot-every", "0.008"])
+    assert Trainer.load(run / "state.pt").nimg == 12
+    assert (run / "samples_00000.png").exists() and (run / "log.jsonl").exists()
+    main(["--run", str(run), "--kimg", "0.02", "--config", '{"batch": 8}', "--device", "cpu"])
+    assert Trainer.load(run / "state.pt").nimg == 20 and json.loads((run / "config.json").read_text())["batch"] == 8
+    main(["--run", str(run), "--export", str(tmp_path / "g.safetensors")])
+    G = load_checkpoint(tmp_path / "g.safetensors")
+    assert G.img_resolution == 16 and (tmp_path / "samples.png").exists()
+
+
+def test_device_renders_match_the_cpu_renders():
+    from interp.builtin.faces import render_torch, sample_factors
+
+    factors = sample_factors(TINY.batch, seed=0)          # render_batch(TINY, 0) renders these factors
+    on_device = to_8bit(render_torch(factors, size=16)[0])
+    assert (on_device - render_batch(TINY, 0)).abs().max() < 1e-5
 
 
 def test_render_batches_are_deterministic_per_step():

@@ -7,12 +7,15 @@ StyleGAN2 recipe: non-saturating logistic loss, lazy R1 on reals, style mixing, 
 `w_avg` tracking, optional path-length regularisation and bf16 autocast. The data is unlimited
 (a new render for every image), so there is no augmentation. Every step is seeded by its index,
 so a run interrupted and resumed from `state.pt` continues exactly as an uninterrupted one.
+A resumed run may change its batch size and EMA half-life (`--config '{"batch": 64}'`), e.g. to
+go on with a larger batch on a GPU, where the faces are rendered on the device itself.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -29,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from interp.builtin.faces import images_to_tensor, render, sample_factors
+from interp.builtin.faces import images_to_tensor, render, render_torch, sample_factors
 from interp.models.stylegan2 import Discriminator, Generator, GeneratorConfig
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
+RESUMABLE_KEYS = ("batch", "ema_kimg")   # config keys a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,21 @@ def step_seed(seed: int, step: int, stream: int) -> int:
     return seed * 2**40 + step * 8 + stream
 
 
-def render_batch(cfg: TrainConfig, step: int) -> torch.Tensor:
-    """The real images of one step: deterministic in (seed, step)."""
+def render_batch(cfg: TrainConfig, step: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The real images of one step: deterministic in (seed, step), 8-bit like the CPU renders.
+
+    On the CPU through ``render``; on another device through ``render_torch`` on that device.
+    """
     factors = sample_factors(cfg.batch, seed=step_seed(cfg.seed, step, 0))
-    images, _ = render(factors, size=cfg.resolution)
-    return images_to_tensor(images)                                         # [N, 3, H, W] in [-1, 1]
+    if torch.device(device).type == "cpu":
+        images, _ = render(factors, size=cfg.resolution)
+        return images_to_tensor(images)                                     # [N, 3, H, W] in [-1, 1]
+    return to_8bit(render_torch(factors, size=cfg.resolution, device=device)[0])
+
+
+def to_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Round [-1, 1] images to the 256 levels that ``render``'s uint8 output has."""
+    return (images + 1).mul_(127.5).add_(0.5).floor_().div_(127.5).sub_(1)
 
 
 class RenderPrefetcher:
@@ -140,11 +154,12 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g * rg,
                                       betas=(cfg.betas[0] ** rg, cfg.betas[1] ** rg), eps=1e-8)
         self.step = 0
+        self.images = 0                                  # images shown so far (batches may change on resume)
         self.pl_mean = torch.zeros([], device=self.device)
 
     @property
     def nimg(self) -> int:
-        return self.step * self.cfg.batch
+        return self.images
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
@@ -198,6 +213,7 @@ class Trainer:
                      fake=logits_fake.mean().item())
 
         self.step += 1
+        self.images += cfg.batch
         self._update_ema()
         return stats
 
@@ -230,7 +246,7 @@ class Trainer:
     # -- checkpointing ------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "pl_mean": self.pl_mean,
+        return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "images": self.images, "pl_mean": self.pl_mean,
                 "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "D": self.D.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
@@ -240,15 +256,22 @@ class Trainer:
         tmp.replace(path)                                  # atomic: an interrupted save keeps the old state
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu") -> "Trainer":
+    def load(cls, path: Path, device: str | torch.device = "cpu",
+             overrides: dict[str, Any] | None = None) -> "Trainer":
+        """Resume from ``state.pt``; ``overrides`` may change the keys of ``RESUMABLE_KEYS``."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        trainer = cls(TrainConfig.from_dict(json.loads(state["config"])), device)
+        cfg = TrainConfig.from_dict(json.loads(state["config"]))
+        bad = sorted(set(overrides or {}) - set(RESUMABLE_KEYS))
+        if bad:
+            raise ValueError(f"a resumed run can only change {list(RESUMABLE_KEYS)}, not {bad}")
+        trainer = cls(dataclasses.replace(cfg, **(overrides or {})), device)
         trainer.G.load_state_dict(state["G"])
         trainer.G_ema.load_state_dict(state["G_ema"])
         trainer.D.load_state_dict(state["D"])
         trainer.opt_g.load_state_dict(state["opt_g"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         trainer.step, trainer.pl_mean = int(state["step"]), state["pl_mean"].to(trainer.device)
+        trainer.images = int(state.get("images", trainer.step * cfg.batch))  # older states: fixed batch
         return trainer
 
 
@@ -299,7 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m interp.builtin.train_gan", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, default=Path("runs/gan/faces64"), help="run folder (resumes if it has state.pt)")
     p.add_argument("--kimg", type=float, default=400, help="train until this many thousand images in total")
-    p.add_argument("--config", type=str, default=None, help="JSON with TrainConfig overrides (new runs only)")
+    p.add_argument("--minutes", type=float, default=None, help="also stop (and save) after this much wall time")
+    p.add_argument("--config", type=str, default=None,
+                   help=f"JSON with TrainConfig overrides (a resumed run: only {', '.join(RESUMABLE_KEYS)})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (new runs only)")
     p.add_argument("--save-every", type=float, default=2.0, help="checkpoint interval, kimg")
@@ -309,59 +334,67 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
 
     args.run.mkdir(parents=True, exist_ok=True)
     state_path = args.run / "state.pt"
+    overrides = json.loads(args.config) if args.config else {}
     if state_path.exists():
-        trainer = Trainer.load(state_path, args.device)
+        trainer = Trainer.load(state_path, args.device, overrides)
         print(f"resumed {state_path} at {trainer.nimg / 1000:.1f} kimg")
     else:
-        overrides = json.loads(args.config) if args.config else {}
         if args.amp:
             overrides["amp"] = True
         trainer = Trainer(TrainConfig.from_dict(overrides), args.device)
-        (args.run / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=1))
+    (args.run / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=1))
     if args.export is not None:
         export(trainer, args.export)
         print(f"wrote {args.export} and {args.export.parent / 'samples.png'} ({trainer.nimg / 1000:.1f} kimg)")
         return
 
-    cfg = trainer.cfg
-    total = int(args.kimg * 1000) // cfg.batch
-    save_steps = max(int(args.save_every * 1000) // cfg.batch, 1)
-    snap_steps = max(int(args.snapshot_every * 1000) // cfg.batch, 1)
-    prefetch = RenderPrefetcher(cfg, trainer.step)
+    cfg, on_cpu = trainer.cfg, trainer.device.type == "cpu"
+    total = int(args.kimg * 1000)
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else math.inf
+    prefetch = RenderPrefetcher(cfg, trainer.step) if on_cpu else None     # elsewhere: render on the device
+
+    def crossed(every_kimg: float, before: int) -> bool:
+        every = max(int(every_kimg * 1000), 1)
+        return trainer.nimg // every > before // every
+
     log = (args.run / "log.jsonl").open("a")
-    bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True)
-    t0, n0 = time.perf_counter(), trainer.step
+    bar = tqdm(total=total, initial=trainer.nimg, unit="img", unit_scale=True, dynamic_ncols=True)
+    t0, n0 = time.perf_counter(), trainer.nimg
     stop = threading.Event()                     # SIGTERM / SIGINT: finish the step, save, exit
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        while trainer.step < total and not stop.is_set():
-            stats = trainer.train_step(prefetch.get(trainer.step))
-            bar.update(1)
+        while trainer.nimg < total and not stop.is_set() and time.monotonic() < deadline:
+            real = prefetch.get(trainer.step) if prefetch else render_batch(cfg, trainer.step, trainer.device)
+            before = trainer.nimg
+            stats = trainer.train_step(real)
+            bar.update(cfg.batch)
             if trainer.step % 50 == 0:
                 dt = time.perf_counter() - t0
-                stats.update(kimg=trainer.nimg / 1000, img_s=(trainer.step - n0) * cfg.batch / dt,
-                             render_wait_s=prefetch.waited, time=time.time())
+                stats.update(kimg=trainer.nimg / 1000, img_s=(trainer.nimg - n0) / dt,
+                             render_wait_s=prefetch.waited if prefetch else 0.0, time=time.time())
                 log.write(json.dumps(stats) + "\n")
                 log.flush()
                 bar.set_postfix(g=f"{stats['loss_g']:.2f}", d=f"{stats['loss_d']:.2f}", ips=f"{stats['img_s']:.0f}")
-            if trainer.step % save_steps == 0:
+            if crossed(args.save_every, before):
                 trainer.save(state_path)
-            if trainer.step % snap_steps == 0:
-                kimg = trainer.nimg // 1000
-                save_samples(trainer.G_ema, args.run / f"samples_{kimg:05d}.png")
+            if crossed(args.snapshot_every, before):
+                G = trainer.G_ema if on_cpu else copy.deepcopy(trainer.G_ema).cpu()  # the judges run on the CPU
+                save_samples(G, args.run / f"samples_{trainer.nimg // 1000:05d}.png")
                 try:
-                    metrics = quick_metrics(trainer.G_ema)
+                    metrics = quick_metrics(G)
                     log.write(json.dumps({"kimg": trainer.nimg / 1000, "metrics": metrics}) + "\n")
                     log.flush()
                 except Exception as e:                          # noqa: BLE001 - judges may not be trained yet
                     print(f"quick metrics skipped: {e}")
     finally:
         trainer.save(state_path)
-        prefetch.close()
+        if prefetch:
+            prefetch.close()
         bar.close()
         log.close()
     print(f"saved {state_path} at {trainer.nimg / 1000:.1f} kimg")
