@@ -208,6 +208,7 @@ def bench_truth(G: Generator, model_id: str, k: int, n_samples: int) -> None:
     clip, why = naming.load_paired_clip("faces64")
     mh = diskcache.model_hash(G)
     vocab = naming.default_vocabulary("faces64")
+    totals: list[dict] = []
     for preset in ("all", "coarse", "middle", "fine"):
         rows = layer_rows(G, preset)
         dirs, values = sefa.directions(G, rows, k)
@@ -222,13 +223,23 @@ def bench_truth(G: Generator, model_id: str, k: int, n_samples: int) -> None:
             names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=2)
             agree = effects.clip_agreement(names, eff)
             line += (f"; CLIP name = dominant true factor {agree['factor_agreement']:.0%}, "
-                     f"with sign {agree['sign_agreement']:.0%} (target >= 60 %)")
+                     f"with sign {agree['sign_agreement']:.0%} (target >= 60 %); dominant or runner-up "
+                     f"{agree['top2_agreement']:.0%}; measurable directions (>= {agree['min_response']} / std) "
+                     f"{agree['n_measurable']}/{k}, agreement among them {agree['measurable_agreement']:.0%}")
+            totals.append(agree)
             for p in agree["per_direction"]:
-                print(f"      {p['direction']:>4s}: true {p['true_factor']:<12s} named {p['name']!r} "
-                      f"({'+' if p['sign'] > 0 else '-'}) {'ok' if p['agrees'] else 'no'}")
+                print(f"      {p['direction']:>4s}: true {p['true_factor']:<12s} {p['response']:+.3f} "
+                      f"(runner-up {p['runner_up']:<12s}) named {p['name']!r} ({'+' if p['sign'] > 0 else '-'}) "
+                      f"{'ok' if p['agrees'] else 'no'}")
         else:
             line += f"; CLIP naming skipped ({why})"
         print(line)
+    if totals:
+        rows_all = [p for a in totals for p in a["per_direction"]]
+        meas = [p for p in rows_all if p["measurable"]]
+        print(f"    all presets: CLIP name = dominant true factor {sum(p['agrees'] for p in rows_all)}/{len(rows_all)}; "
+              f"dominant or runner-up {sum(p['top2'] for p in rows_all)}/{len(rows_all)}; "
+              f"measurable directions {sum(p['agrees'] for p in meas)}/{len(meas)}")
     print("    Z vs W vs S (GANSpace PCA top-k in each space; SeFa in W):")
     for s in effects.compare_spaces(G, predictor, k=k, n_pca=10_000, n_samples=n_samples, model_id="faces64"):
         print(f"      {s.space:7s}: mean purity {s.mean_purity:.0%}, distinct dominant factors "

@@ -170,7 +170,11 @@ def _effects(G: Generator, ds: DirectionSet, psi: float, device: str) -> tuple[I
     summary = f"Mean purity {float(eff.purity.mean()):.0%} over {ds.k} directions"
     if agreement is not None:
         summary += (f"; the CLIP name names the dominant true factor for {agreement['factor_agreement']:.0%} of "
-                    f"them ({agreement['sign_agreement']:.0%} with the right sign)")
+                    f"them ({agreement['sign_agreement']:.0%} with the right sign, "
+                    f"{agreement['top2_agreement']:.0%} the dominant or runner-up factor); "
+                    f"{agreement['n_measurable']} of {ds.k} move a factor by at least "
+                    f"{agreement['min_response']:.0%} of its range per std, and the name agrees for "
+                    f"{agreement['measurable_agreement']:.0%} of those")
     return image, summary + ".\n\n" + "\n".join(lines)
 
 

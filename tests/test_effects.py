@@ -33,7 +33,7 @@ def test_effect_matrix_properties_and_agreement():
     m[0, FACTOR_NAMES.index("smile")] = 0.3
     m[0, FACTOR_NAMES.index("age")] = -0.1
     m[1, FACTOR_NAMES.index("yaw")] = -0.2
-    m[2, FACTOR_NAMES.index("hair_color")] = 0.05
+    m[2, FACTOR_NAMES.index("hair_color")] = 0.04
     eff = effects.EffectMatrix(m, FACTOR_NAMES, ("#0", "#1", "#2"))
     assert eff.dominant == ["smile", "yaw", "hair_color"]
     assert torch.allclose(eff.purity, torch.tensor([0.75, 1.0, 1.0]))
@@ -43,6 +43,12 @@ def test_effect_matrix_properties_and_agreement():
     agree = effects.clip_agreement(names, eff)
     assert agree["factor_agreement"] == pytest.approx(2 / 3) and agree["sign_agreement"] == pytest.approx(1 / 3)
     assert [p["agrees"] for p in agree["per_direction"]] == [True, True, False]
+    assert agree["top2_agreement"] == pytest.approx(2 / 3)
+    assert agree["n_measurable"] == 2 and agree["measurable_agreement"] == 1.0     # #2 moves hair by 0.04 only
+    assert effects.clip_agreement(names, eff, min_response=0.01)["n_measurable"] == 3
+    old = [naming.DirectionName(0, "an old face", "", +1, 0.3, 0.9)] + names[1:]    # age is #0's runner-up
+    again = effects.clip_agreement(old, eff)
+    assert again["factor_agreement"] == pytest.approx(1 / 3) and again["top2_agreement"] == pytest.approx(2 / 3)
     fig = effects.plot_effects(eff)
     assert len(fig.axes) >= 1
 

@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 
+MIN_RESPONSE = 0.05   # a direction moving no factor by 5% of its range per std "changes nothing measurable"
+
+
 def _factors():
     from interp.builtin.faces import FACTORS
 
@@ -276,32 +279,41 @@ def compare_spaces(G: Generator, predictor: torch.nn.Module, k: int = 8, n_pca: 
 
 
 def clip_agreement(names: Sequence[Any], effects: EffectMatrix,
-                   phrase_factors: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   phrase_factors: Mapping[str, str] | None = None, min_response: float = MIN_RESPONSE) -> dict[str, Any]:
     """How often a direction's CLIP name describes its dominant true factor (and with the right sign).
 
     names: DirectionName objects (``phrase``, ``sign``), one per row of ``effects``. A name whose
     phrase maps to no factor counts as a disagreement. The sign agrees when the phrase's factor
     rises on the side the name says (categorical factors: the factor alone decides).
+    Also reported: ``top2_agreement`` (the name is the dominant or the runner-up factor) and
+    ``measurable_agreement`` over the directions whose dominant response is at least
+    ``min_response`` per standard deviation (below it the "dominant" factor is measurement noise).
     """
     if phrase_factors is None:
         from interp.methods.naming import BUILTIN_PHRASE_FACTORS as phrase_factors
     if len(names) != effects.matrix.shape[0]:
         raise ValueError(f"got {len(names)} names for {effects.matrix.shape[0]} directions")
     kinds = {f.name: f.kind for f in _factors()}
-    per, factor_hits, sign_hits = [], 0, 0
+    per = []
     for k, name in enumerate(names):
-        true = effects.dominant[k]
+        order = effects.matrix[k].abs().argsort(descending=True).tolist()
+        true, runner_up = effects.factors[order[0]], effects.factors[order[1]] if len(order) > 1 else None
         named = phrase_factors.get(name.phrase)
+        response = float(effects.matrix[k, order[0]])
         same = named == true
-        response = float(effects.matrix[k, effects.factors.index(true)])
-        sign_ok = same and (kinds[true] == "categorical" or (response > 0) == (name.sign > 0))
-        factor_hits += same
-        sign_hits += sign_ok
         per.append({"direction": effects.labels[k], "name": name.phrase, "sign": name.sign, "named_factor": named,
-                    "true_factor": true, "agrees": same, "sign_agrees": sign_ok})
-    n = len(names)
-    return {"n": n, "factor_agreement": factor_hits / n if n else 0.0,
-            "sign_agreement": sign_hits / n if n else 0.0, "per_direction": per}
+                    "true_factor": true, "runner_up": runner_up, "response": response,
+                    "measurable": abs(response) >= min_response, "agrees": same, "top2": same or named == runner_up,
+                    "sign_agrees": same and (kinds[true] == "categorical" or (response > 0) == (name.sign > 0))})
+
+    def share(rows: list[dict[str, Any]], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows) if rows else 0.0
+
+    measurable = [r for r in per if r["measurable"]]
+    return {"n": len(per), "factor_agreement": share(per, "agrees"), "sign_agreement": share(per, "sign_agrees"),
+            "top2_agreement": share(per, "top2"), "n_measurable": len(measurable),
+            "measurable_agreement": share(measurable, "agrees"), "min_response": min_response,
+            "per_direction": per}
 
 
 # ----------------------------------------------------------------------------------------------------
