@@ -76,6 +76,10 @@ def test_cli_trains_saves_and_exports(tmp_path):
     assert (run / "samples_00000.png").exists() and (run / "log.jsonl").exists()
     main(["--run", str(run), "--kimg", "0.02", "--config", '{"batch": 8}', "--device", "cpu"])
     assert Trainer.load(run / "state.pt").nimg == 20 and json.loads((run / "config.json").read_text())["batch"] == 8
+    with pytest.raises(SystemExit):                      # a resumed run keeps its learning rates
+        main(["--run", str(run), "--config", '{"lr_g": 0.1}', "--device", "cpu"])
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path / "other"), "--config", "{not json", "--device", "cpu"])
     main(["--run", str(run), "--export", str(tmp_path / "g.safetensors")])
     G = load_checkpoint(tmp_path / "g.safetensors")
     assert G.img_resolution == 16 and (tmp_path / "samples.png").exists()

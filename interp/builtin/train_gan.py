@@ -338,14 +338,19 @@ def main(argv: list[str] | None = None) -> None:
 
     args.run.mkdir(parents=True, exist_ok=True)
     state_path = args.run / "state.pt"
-    overrides = json.loads(args.config) if args.config else {}
-    if state_path.exists():
-        trainer = Trainer.load(state_path, args.device, overrides)
-        print(f"resumed {state_path} at {trainer.nimg / 1000:.1f} kimg")
-    else:
-        if args.amp:
-            overrides["amp"] = True
-        trainer = Trainer(TrainConfig.from_dict(overrides), args.device)
+    try:
+        overrides = json.loads(args.config) if args.config else {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config must be a JSON object, got {args.config!r}")
+        if state_path.exists():
+            trainer = Trainer.load(state_path, args.device, overrides)
+            print(f"resumed {state_path} at {trainer.nimg / 1000:.1f} kimg")
+        else:
+            if args.amp:
+                overrides["amp"] = True
+            trainer = Trainer(TrainConfig.from_dict(overrides), args.device)
+    except ValueError as e:                             # json.JSONDecodeError is a ValueError too
+        p.error(str(e))
     (args.run / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=1))
     if args.export is not None:
         export(trainer, args.export)
