@@ -20,6 +20,7 @@ activation buffers to the OS after every layer.  Start the app with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import Sequence
 
@@ -90,8 +91,8 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
         ctx = AppContext(zoo=zoo, device=device, model=model, latent=gr.State(None))
         with gr.Tabs():
             for tab in demos.TABS:
-                with gr.Tab(tab.TITLE):
-                    tab.build(ctx)
+                with gr.Tab(tab.TITLE) as gr_tab:
+                    tab.build(dataclasses.replace(ctx, tab=gr_tab))
     return demo
 
 

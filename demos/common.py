@@ -71,12 +71,14 @@ class AppContext:
     latent:  per-user ``gr.State`` with the last generated latents, a dict
              {"model_id", "seed", "truncation_psi", "ws" [N, num_ws, w_dim] cpu tensor}
              or None; tabs may read it to edit what the user generated.
+    tab:     the tab being built (its ``select`` event fires when a user opens it), or None.
     """
 
     zoo: Zoo
     device: str
     model: gr.Dropdown
     latent: gr.State
+    tab: gr.Tab | None = None
 
 
 @dataclass(frozen=True)

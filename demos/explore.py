@@ -432,6 +432,8 @@ def build(ctx: AppContext) -> None:
         render, render_inputs, [image, session], api_name="explore_render_after_find", **render_kw)
     gr.on([s.input for s in sliders] + [psi.release, seed.change], render, render_inputs, [image, session],
           api_name="explore_render", **render_kw)
+    if ctx.tab is not None:                  # opening the tab shows the current sample before any direction exists
+        ctx.tab.select(render, render_inputs, [image, session], api_name="explore_render_on_open", **render_kw)
     echo_btn.click(echo, render_inputs, [echo_img, session], api_name="explore_echo", **render_kw)
     reset_btn.click(reset, None, sliders, api_name="explore_reset").success(
         render, render_inputs, [image, session], api_name="explore_render_after_reset", **render_kw)

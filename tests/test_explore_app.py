@@ -68,6 +68,8 @@ def test_use_the_generate_tabs_sample(explore_app):
     assert (seed, psi) == (5, 0.6)
     explored = _pixels(client.predict("tiny32", seed, psi, *[0.0] * 10, api_name="/explore_render"))
     assert np.abs(explored.astype(int) - generated.astype(int)).max() <= 1
+    opened = _pixels(client.predict("tiny32", seed, psi, *[0.0] * 10, api_name="/explore_render_on_open"))
+    assert np.array_equal(opened, explored)          # opening the tab shows the sample before any direction
 
 
 def test_sliders_export_import_and_edit_json(explore_app, tiny_generator):
