@@ -80,6 +80,8 @@ def test_cli_trains_saves_and_exports(tmp_path):
         main(["--run", str(run), "--config", '{"lr_g": 0.1}', "--device", "cpu"])
     with pytest.raises(SystemExit):
         main(["--run", str(tmp_path / "other"), "--config", "{not json", "--device", "cpu"])
+    with pytest.raises(SystemExit):                      # no run state: nothing to export
+        main(["--run", str(tmp_path / "other"), "--export", str(tmp_path / "none.safetensors")])
     main(["--run", str(run), "--export", str(tmp_path / "g.safetensors")])
     G = load_checkpoint(tmp_path / "g.safetensors")
     assert G.img_resolution == 16 and (tmp_path / "samples.png").exists()

@@ -246,9 +246,9 @@ class Trainer:
     # -- checkpointing ------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "images": self.images, "pl_mean": self.pl_mean,
-                "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "D": self.D.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "images": self.images,
+                "pl_mean": self.pl_mean, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args.run.mkdir(parents=True, exist_ok=True)
     state_path = args.run / "state.pt"
+    if args.export is not None and not state_path.exists():
+        p.error(f"nothing to export: {state_path} does not exist (train first)")
     try:
         overrides = json.loads(args.config) if args.config else {}
         if not isinstance(overrides, dict):
@@ -351,11 +353,11 @@ def main(argv: list[str] | None = None) -> None:
             trainer = Trainer(TrainConfig.from_dict(overrides), args.device)
     except ValueError as e:                             # json.JSONDecodeError is a ValueError too
         p.error(str(e))
-    (args.run / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=1))
     if args.export is not None:
         export(trainer, args.export)
         print(f"wrote {args.export} and {args.export.parent / 'samples.png'} ({trainer.nimg / 1000:.1f} kimg)")
         return
+    (args.run / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=1))
 
     cfg, on_cpu = trainer.cfg, trainer.device.type == "cpu"
     total = int(args.kimg * 1000)

@@ -278,8 +278,8 @@ def compare_spaces(G: Generator, predictor: torch.nn.Module, k: int = 8, n_pca: 
 # CLIP names vs truth
 
 
-def clip_agreement(names: Sequence[Any], effects: EffectMatrix,
-                   phrase_factors: Mapping[str, str] | None = None, min_response: float = MIN_RESPONSE) -> dict[str, Any]:
+def clip_agreement(names: Sequence[Any], effects: EffectMatrix, phrase_factors: Mapping[str, str] | None = None,
+                   min_response: float = MIN_RESPONSE) -> dict[str, Any]:
     """How often a direction's CLIP name describes its dominant true factor (and with the right sign).
 
     names: DirectionName objects (``phrase``, ``sign``), one per row of ``effects``. A name whose
