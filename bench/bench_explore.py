@@ -227,13 +227,13 @@ def bench_truth(G: Generator, model_id: str, k: int, n_samples: int) -> None:
                      f"{agree['top2_agreement']:.0%}; measurable directions (>= {agree['min_response']} / std) "
                      f"{agree['n_measurable']}/{k}, agreement among them {agree['measurable_agreement']:.0%}")
             totals.append(agree)
-            for p in agree["per_direction"]:
-                print(f"      {p['direction']:>4s}: true {p['true_factor']:<12s} {p['response']:+.3f} "
-                      f"(runner-up {p['runner_up']:<12s}) named {p['name']!r} ({'+' if p['sign'] > 0 else '-'}) "
-                      f"{'ok' if p['agrees'] else 'no'}")
+            details = [f"      {p['direction']:>4s}: true {p['true_factor']:<12s} {p['response']:+.3f} "
+                       f"(runner-up {p['runner_up']:<12s}) named {p['name']!r} ({'+' if p['sign'] > 0 else '-'}) "
+                       f"{'ok' if p['agrees'] else 'no'}" for p in agree["per_direction"]]
         else:
             line += f"; CLIP naming skipped ({why})"
-        print(line)
+            details = []
+        print("\n".join([line, *details]))
     if totals:
         rows_all = [p for a in totals for p in a["per_direction"]]
         meas = [p for p in rows_all if p["measurable"]]
