@@ -88,7 +88,7 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
             with gr.Accordion("Models that cannot be used", open=not picked.choices):
                 gr.Markdown(note)
         model.change(lambda m: _describe(zoo, m), model, about, api_name=False)
-        ctx = AppContext(zoo=zoo, device=device, model=model, latent=gr.State(None))
+        ctx = AppContext(zoo=zoo, device=device, model=model, latent=gr.State(None), demo=demo)
         with gr.Tabs():
             for tab in demos.TABS:
                 with gr.Tab(tab.TITLE) as gr_tab:

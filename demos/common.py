@@ -72,6 +72,7 @@ class AppContext:
              {"model_id", "seed", "truncation_psi", "ws" [N, num_ws, w_dim] cpu tensor}
              or None; tabs may read it to edit what the user generated.
     tab:     the tab being built (its ``select`` event fires when a user opens it), or None.
+    demo:    the whole gr.Blocks (its ``load`` event fires when a page opens), or None.
     """
 
     zoo: Zoo
@@ -79,6 +80,7 @@ class AppContext:
     model: gr.Dropdown
     latent: gr.State
     tab: gr.Tab | None = None
+    demo: gr.Blocks | None = None
 
 
 @dataclass(frozen=True)

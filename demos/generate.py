@@ -66,3 +66,11 @@ def build(ctx: AppContext) -> None:
         generate, inputs, outputs, api_name=False
     )
     ctx.model.change(default_psi, ctx.model, psi, api_name=False)
+    if ctx.demo is not None:                 # a visitor sees a sample as soon as the page opens
+
+        def on_open(model_id: str | None, seed, truncation_psi, num_samples):
+            if not model_id:                 # nothing usable: the model note already says why
+                return gr.skip(), gr.skip()
+            return generate(model_id, seed, truncation_psi, num_samples)
+
+        ctx.demo.load(on_open, inputs, outputs, api_name="generate_on_load")

@@ -110,6 +110,8 @@ def test_generate_endpoint_with_gradio_client(running_app, tmp_path, tiny_genera
         assert img.size == (res, res) and img.mode == "RGB"
         single = torch.from_numpy(np.asarray(img).copy())
 
+    opened = client.predict("tiny32", 7, 0.7, 1, api_name="/generate_on_load")   # what a page shows on opening
+    assert np.array_equal(np.asarray(Image.open(opened)), np.asarray(Image.open(path)))
     path = client.predict("tiny32", 7, 0.7, 4, api_name="/generate")  # 4 samples -> a 2x2 grid
     with Image.open(path) as img:
         assert img.size == (2 * res, 2 * res)
