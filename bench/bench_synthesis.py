@@ -3,11 +3,13 @@
     MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 python bench/bench_synthesis.py
 
 Models: an FFHQ-256-size generator (channel_base 16384, 512-d latents, random weights) and the
-tiny 64x64 golden fixtures. "late edit" changes ws rows >= num_ws // 2 and resynthesises through a
-SynthesisCache (incremental synthesis); its ratio to a full pass is printed.
+tiny 64x64 golden checkpoints of ../shared/golden (or INTERP_GOLDEN_DIR). "late edit" changes ws rows
+>= num_ws // 2 and resynthesises through a SynthesisCache (incremental synthesis); its ratio to a full
+pass is printed.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -61,7 +63,7 @@ def main() -> None:
     torch.manual_seed(0)
     bench("ffhq256-size (random)", Generator(GeneratorConfig(z_dim=512, w_dim=512, img_resolution=256,
                                                              channel_base=16384)), repeat=10)
-    fixtures = ROOT / "tests" / "fixtures" / "golden"
+    fixtures = Path(os.environ.get("INTERP_GOLDEN_DIR") or ROOT.parent / "shared" / "golden")
     for name, file in [("sg2ada-tiny64", "network.pkl"), ("sg3repo-sg2-tiny64", "network.pkl"),
                        ("rosinality-tiny64", "stylegan2.pt")]:
         bench(name, load_checkpoint(fixtures / name / file), repeat=30)

@@ -1,7 +1,7 @@
 """Checkpoint loading: golden parity with the official code, safety of the pickle path, clear errors.
 
-Golden vectors (tests/fixtures/golden, see its README) were computed with NVlabs stylegan2-ada-pytorch
-and rosinality/stylegan2-pytorch on CPU in fp32.
+Golden vectors (../shared/golden beside the checkout, see its README; INTERP_GOLDEN_DIR points
+elsewhere) were computed with NVlabs stylegan2-ada-pytorch and rosinality/stylegan2-pytorch on CPU in fp32.
 """
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ from interp.models.stylegan2 import Generator, GeneratorConfig
 from interp.models.unpickle import (EasyDictOut, GlobalRef, PersistentObj, PersistentRecord, RestrictedUnpickler,
                                     dump_nvidia_layout, generator_to_nvidia_layout, restricted_load)
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN = Path(os.environ.get("INTERP_GOLDEN_DIR") or Path(__file__).resolve().parents[2] / "shared" / "golden")
+if not GOLDEN.is_dir():
+    pytest.skip(f"golden checkpoints not found at {GOLDEN} (../shared/golden beside the checkout, "
+                "or set INTERP_GOLDEN_DIR)", allow_module_level=True)
 NVIDIA_SG2 = ["sg2ada-tiny64", "sg2ada-tiny32-fp16", "sg3repo-sg2-tiny64"]
 SG2_FILES = {name: GOLDEN / name / "network.pkl" for name in NVIDIA_SG2}
 SG2_FILES["rosinality-tiny64"] = GOLDEN / "rosinality-tiny64" / "stylegan2.pt"
