@@ -146,6 +146,7 @@ class ModelEntry:
     resolution: int | None = None    # None when unknown (user files before loading)
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     description: str = ""
+    how_to_make: str = ""            # local files: how to create a missing one (said in its error)
     user: bool = False               # added with --models / INTERP_MODELS
 
     def __post_init__(self) -> None:
@@ -160,7 +161,7 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelEntry":
-        allowed = {"id", "name", "source", "format", "resolution", "defaults", "description"}
+        allowed = {"id", "name", "source", "format", "resolution", "defaults", "description", "how_to_make"}
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"zoo entry {d.get('id')!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -189,6 +190,7 @@ class ModelEntry:
             resolution=int(resolution) if resolution is not None else None,
             defaults=ModelDefaults.from_dict(d.get("defaults")),
             description=d.get("description", ""),
+            how_to_make=d.get("how_to_make", ""),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +208,7 @@ class ModelEntry:
             "resolution": self.resolution,
             "defaults": {"truncation_psi": self.defaults.truncation_psi},
             "description": self.description,
+            **({"how_to_make": self.how_to_make} if self.how_to_make else {}),
         }
 
 
@@ -410,13 +413,10 @@ def _how_to_provide_hub(source: HubSource) -> str:
     )
 
 
-def _how_to_provide_local(path: Path) -> str:
+def _how_to_provide_local(path: Path, how_to_make: str = "") -> str:
     how = (f"Put the checkpoint at {path}, or add another model with `--models /path/to/file.pkl` "
            "(or INTERP_MODELS); .pkl, .pt and .safetensors files and hf://owner/repo/file URLs are accepted.")
-    if path.name == "faces64.safetensors":
-        how += (" The built-in faces64 is made by `python -m interp.builtin.train_gan --run runs/gan/faces64` "
-                "followed by the same command with `--export assets/builtin/faces64.safetensors`.")
-    return how
+    return f"{how} {how_to_make}" if how_to_make else how
 
 
 def _cached_hub_file(source: HubSource) -> Path | None:
@@ -578,7 +578,8 @@ class Zoo:
         if isinstance(entry.source, LocalSource):
             path = self._local_path(entry.source)
             if not path.is_file():
-                raise ModelUnavailable(label, f"the file {path} does not exist.", _how_to_provide_local(path))
+                raise ModelUnavailable(label, f"the file {path} does not exist.",
+                                       _how_to_provide_local(path, entry.how_to_make))
             return path
         return self._download(entry.source, label)
 

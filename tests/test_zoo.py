@@ -79,6 +79,7 @@ def test_missing_builtin_is_unavailable_with_reason(tmp_path):
         zoo.resolve("faces64")
     msg = str(err.value)
     assert "'faces64'" in msg and "does not exist" in msg and "--models" in msg
+    assert "interp.builtin.train_gan" in msg                       # the entry's how_to_make
     # once the file exists the same entry is available
     target = tmp_path / "assets" / "builtin" / "faces64.safetensors"
     target.parent.mkdir(parents=True)
