@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 

@@ -95,8 +95,8 @@ def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str
             factors[f.name] = {"kind": "categorical", "tv": 0.5 * np.abs(hg - hr).sum(),
                                "gen_hist": hg.tolist(), "real_hist": hr.tolist()}
     out: dict[str, dict] = {"factors": factors}
-    corr = _age_glasses_corr
-    out["age_glasses_corr"] = {"gen": corr(gen), "real": corr(real), "diff": abs(corr(gen) - corr(real))}
+    g, r = _age_glasses_corr(gen), _age_glasses_corr(real)
+    out["age_glasses_corr"] = {"gen": g, "real": r, "diff": abs(g - r)}
     if "parts" in gen and "parts" in real:
         pg, pr = gen["parts"].mean(0), real["parts"].mean(0)
         out["part_fractions"] = {p: {"gen": pg[i], "real": pr[i], "rel": abs(pg[i] - pr[i]) / max(pr[i], 1e-9)}

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from .clip import CLIP_NAME, CLIP_WEIGHTS, captions, clip_image_input, register, twin_batch
-from .common import TRAIN_SEED_BASE, add_train_args, factor_targets, pick_device, seed_everything, train_loop, training_meta
+from .common import (TRAIN_SEED_BASE, add_train_args, factor_targets, pick_device,
+                     seed_everything, train_loop, training_meta)
 from .faces import render_torch, sample_factors
 
 

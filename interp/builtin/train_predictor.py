@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import ASSETS, add_train_args, factor_targets, pick_device, save_model, seed_everything, training_meta, train_batch, train_loop
+from .common import (ASSETS, add_train_args, factor_targets, pick_device,
+                     save_model, seed_everything, training_meta, train_batch, train_loop)
 from .faces import FACTOR_BY_NAME
 from .predictor import AttributePredictor, PredictorConfig
 

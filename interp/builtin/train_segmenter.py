@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import ASSETS, add_train_args, pick_device, save_model, seed_everything, training_meta, train_batch, train_loop
+from .common import (ASSETS, add_train_args, pick_device, save_model,
+                     seed_everything, training_meta, train_batch, train_loop)
 from .segmenter import PartSegmenter, SegmenterConfig
 
 
