@@ -4,10 +4,13 @@
     python app.py --models /data/network.pkl        # add your own checkpoint(s)
     python app.py --models "hf://DragGan/DragGan-Models/stylegan2-lhq-256x256.pkl" --device cuda
     python app.py --host 0.0.0.0 --port 8080 --share
+    python app.py --no-preload                      # do not download the registry's preload models
 
 Flags: --host --port --share --device (auto|cpu|cuda|cuda:N|mps) --models (comma/semicolon
 separated local paths or hf://owner/repo/path/file.pkl[@revision]; also read from the
-INTERP_MODELS environment variable) --queue-size (pending requests before new ones are refused).
+INTERP_MODELS environment variable) --queue-size (pending requests before new ones are refused)
+--no-preload (skip the background download of the registry entries marked "preload", which
+otherwise starts at once; the page shows which of them are ready).
 
 The app starts offline even when no checkpoint exists; the model picker then says which
 model is missing and how to add one.  Tabs live in demos/ (registry: demos.TABS).
@@ -26,10 +29,11 @@ from typing import Sequence
 
 import demos.common  # noqa: F401  (imports `spaces` before torch touches CUDA, on ZeroGPU)
 import gradio as gr
-import torch
 
 import demos
-from demos.common import AppContext, model_choices
+import demos.current
+from demos.common import AppContext, model_choices, preload_markdown, preload_pending
+from interp import devices
 from interp.zoo import REGISTRY_PATH, Zoo
 
 DEFAULT_QUEUE_SIZE = 32
@@ -43,18 +47,11 @@ CSS = ".pixel-image img { width: 100%; height: 100%; object-fit: contain; image-
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    """``--device`` through :func:`interp.devices.resolve_device`; a bad value exits with its message."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SystemExit(f"--device {device!r} is not valid; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device!r}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
-    return str(dev)
+        return devices.resolve_device(device)
+    except ValueError as exc:
+        raise SystemExit(f"--device: {exc}") from None
 
 
 def build_zoo(models: str | None = None, registry: str | os.PathLike = REGISTRY_PATH) -> Zoo:
@@ -83,15 +80,21 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
                 scale=2,
             )
             about = gr.Markdown(_describe(zoo, picked.default))
+        preload = gr.Markdown(lambda: preload_markdown(zoo), visible=bool(zoo.preload_status()))
+        preload_timer = gr.Timer(2.0, active=preload_pending(zoo))  # stops once nothing is downloading
+        preload_timer.tick(lambda: (preload_markdown(zoo), gr.Timer(active=preload_pending(zoo))), None,
+                           [preload, preload_timer], api_visibility="private", queue=False)
         note = picked.note_markdown()
         if note:
             with gr.Accordion("Models that cannot be used", open=not picked.choices):
                 gr.Markdown(note)
-        model.change(lambda m: _describe(zoo, m), model, about, api_name=False)
-        ctx = AppContext(zoo=zoo, device=device, model=model, latent=gr.State(None), demo=demo)
-        with gr.Tabs():
+        model.change(lambda m: _describe(zoo, m), model, about, api_visibility="private")
+        ctx = AppContext(zoo=zoo, device=device, model=model, current=gr.State(None), shown=[], demo=demo)
+        ctx.shown = demos.current.build(ctx)          # the current image and its recipe, above every tab
+        with gr.Tabs() as tabs:
+            ctx.tabs = tabs
             for tab in demos.TABS:
-                with gr.Tab(tab.TITLE) as gr_tab:
+                with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]) as gr_tab:
                     tab.build(dataclasses.replace(ctx, tab=gr_tab))
     return demo
 
@@ -115,6 +118,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "separated by commas or semicolons (added to INTERP_MODELS)")
     p.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
                    help=f"pending requests before new ones are refused (default {DEFAULT_QUEUE_SIZE})")
+    p.add_argument("--no-preload", action="store_true",
+                   help="do not download the registry entries marked 'preload' from the Hub in the background")
     args = p.parse_args(argv)
     if args.queue_size < 1:
         p.error("--queue-size must be at least 1")
@@ -127,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     device = resolve_device(args.device)
     zoo = build_zoo(args.models)
+    if not args.no_preload:
+        zoo.start_preload()  # a daemon thread; the page shows which models are ready
     demo = build_demo(zoo, device)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp import diskcache  # noqa: E402
 from interp.methods import effects, ganspace, naming, sefa  # noqa: E402
-from interp.methods.edit import layer_rows, projection_stds, sample_latents  # noqa: E402
+from interp.edit import layer_rows, projection_stds, sample_latents  # noqa: E402
 from interp.models.stylegan2 import Generator, GeneratorConfig  # noqa: E402
 
 SNAPSHOT = Path("runs/gan/faces64_latest.safetensors")

@@ -1,12 +1,13 @@
-"""Helpers shared by the tabs: the app context, model access, PIL <-> tensor, grids, ZeroGPU.
+"""Helpers shared by the tabs: the app context, model access, input checks, user errors, ZeroGPU.
 
 Tabs stay thin: they build components, validate input with :func:`check_int` /
 :func:`check_float`, fetch the generator with :func:`get_generator` and convert
-tensors with :func:`tensor_to_pil` / :func:`grid_image`.  Failures surface as
-``gr.Error`` with a sentence a person understands.
+tensors with ``interp.imaging`` (``tensor_to_pil``, ``grid_image``).  Failures surface as
+``user_error`` (a gr.Error) with a sentence a person understands.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -18,26 +19,25 @@ except ImportError:  # the package is optional: locally GPU work runs in-process
     _spaces = None
 
 import gradio as gr
-import numpy as np
-import torch
-from PIL import Image
 
 from interp.models.stylegan2 import Generator
-from interp.zoo import ModelEntry, ModelUnavailable, UnknownModelError, Zoo
+from interp import hub
+from interp.zoo import Availability, ModelEntry, ModelUnavailable, UnknownModelError, Zoo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "AppContext",
+    "IntSlider",
     "ModelChoices",
     "check_float",
     "check_int",
     "get_generator",
     "gpu",
-    "grid_image",
     "model_choices",
-    "pil_to_tensor",
-    "tensor_to_pil",
+    "preload_markdown",
+    "preload_pending",
+    "user_error",
     "ZEROGPU",
 ]
 
@@ -65,20 +65,24 @@ def gpu(fn: F | None = None, *, duration: int | None = None) -> Any:
 class AppContext:
     """What every tab's ``build(ctx)`` receives.
 
-    zoo:     the model registry (shared, read-only for tabs).
-    device:  torch device string the generators run on.
-    model:   the model picker; pass it as an event input to get the selected zoo id.
-    latent:  per-user ``gr.State`` with the last generated latents, a dict
-             {"model_id", "seed", "truncation_psi", "ws" [N, num_ws, w_dim] cpu tensor}
-             or None; tabs may read it to edit what the user generated.
-    tab:     the tab being built (its ``select`` event fires when a user opens it), or None.
-    demo:    the whole gr.Blocks (its ``load`` event fires when a page opens), or None.
+    zoo:      the model registry (shared, read-only for tabs).
+    device:   torch device string the generators run on.
+    model:    the model picker; pass it as an event input to get the selected zoo id.
+    current:  per-user ``gr.State`` holding the current image as an ``interp.edit.Recipe`` (a Latent and
+              its edit stack) or None. Every tab starts from it; "Apply" pushes the tab's edit onto it.
+    shown:    the outputs that show the current image everywhere: ``[current, image, summary]``; an event
+              that changes the current image returns ``demos.current.publish(G, recipe)`` into them.
+    tabs:     the ``gr.Tabs`` (select a tab with ``gr.Tabs(selected=tab_id)``); tab ids are module names.
+    tab:      the tab being built (its ``select`` event fires when a user opens it), or None.
+    demo:     the whole gr.Blocks (its ``load`` event fires when a page opens), or None.
     """
 
     zoo: Zoo
     device: str
     model: gr.Dropdown
-    latent: gr.State
+    current: gr.State
+    shown: list[Any]
+    tabs: gr.Tabs | None = None
     tab: gr.Tab | None = None
     demo: gr.Blocks | None = None
 
@@ -100,19 +104,40 @@ class ModelChoices:
             lines.append(f"{len(self.unavailable)} model(s) are not available right now:")
             for entry, reason in self.unavailable:
                 lines.append(f"- **{entry.id}** ({entry.name}): {reason}")
+            if any(entry.is_hub for entry, _ in self.unavailable):
+                lines.append("\nFetch a Hub model's file by hand on a machine with internet (the `hf download` "
+                             "command after the model) and use it with `--models /path/to/file.pkl`.")
             if self.choices:
                 lines.append("\nAdd your own model with `--models /path/to/file.pkl` or `INTERP_MODELS`.")
         return "\n".join(lines)
 
 
 def model_choices(zoo: Zoo) -> ModelChoices:
-    """Split the registry into usable models (for the picker) and unavailable ones (with reasons)."""
+    """Split the registry into usable models (for the picker) and unavailable ones (with reasons).
+
+    A Hub model whose file is not cached is offered ("downloads on first use") only when the
+    Hub can be reached: HF_HUB_OFFLINE unset and one probe of the endpoint (cached ~30 s, at
+    most INTERP_HUB_TIMEOUT seconds, done only when some model needs a download) answers.
+    Otherwise it is listed as unavailable, with the ``hf download`` command that fetches it.
+    """
     choices, unavailable, local = [], [], []
+    hub_down: str | None = None
+    probed = False
     for entry in zoo.list_models():
         try:
             status = zoo.availability(entry)
         except Exception as exc:  # a broken cache entry must not stop the app from starting
             unavailable.append((entry, f"cannot check the file ({type(exc).__name__}: {exc})"))
+            continue
+        if status.needs_download:
+            if not probed:
+                hub_down, probed = hub.reachable(), True
+            if hub_down is not None:
+                status = Availability(False, f"the Hugging Face Hub is unreachable ({hub_down}).")
+        if not status.available and entry.is_hub:
+            src = entry.source
+            command = hub.download_command(src.repo, src.filename, src.revision, src.repo_type)
+            unavailable.append((entry, f"{status.reason.rstrip('.')}; get it by hand: `{command}`."))
             continue
         if status.available:
             label = entry.name + (" - downloads on first use" if status.needs_download else "")
@@ -130,18 +155,70 @@ def model_choices(zoo: Zoo) -> ModelChoices:
     return ModelChoices(choices, None, unavailable)
 
 
+def preload_markdown(zoo: Zoo) -> str:
+    """What the page says about the models fetched at start-up (``zoo.start_preload``); "" when none.
+
+    One line per model: ready, queued, downloading, or failed with the reason.
+    """
+    status = zoo.preload_status()
+    if not status:
+        return ""
+    lines = ["**Models fetched from the Hugging Face Hub at start-up:**"]
+    for model_id, state in status.items():
+        name = zoo.get_entry(model_id).name if model_id in zoo else model_id
+        state = {"downloading": "downloading ...", "queued": "waiting for its turn"}.get(state, state)
+        lines.append(f"- {name} (`{model_id}`): {state}")
+    return "\n".join(lines)
+
+
+def preload_pending(zoo: Zoo) -> bool:
+    """True while a start-up download is queued or running (the page keeps refreshing its note)."""
+    return any(state in ("queued", "downloading") for state in zoo.preload_status().values())
+
+
 def get_generator(ctx: AppContext, model_id: str | None) -> Generator:
     """The selected generator, loaded through the zoo cache; errors become gr.Error."""
     if not model_id:
-        raise gr.Error("No model is selected. Pick one in the model list at the top, or start the app with "
+        raise user_error("No model is selected. Pick one in the model list at the top, or start the app with "
                        "--models /path/to/network.pkl to add your own.")
     try:
         ctx.zoo.get_entry(model_id)  # only registered ids: API callers must not load arbitrary paths
         return ctx.zoo.load_generator(model_id, ctx.device)
     except (ModelUnavailable, UnknownModelError) as exc:
-        raise gr.Error(str(exc)) from exc
+        raise user_error(str(exc)) from exc
     except ValueError as exc:  # CheckpointError and friends: the file is not a usable checkpoint
-        raise gr.Error(f"Model {model_id!r} could not be loaded: {exc}") from exc
+        raise user_error(f"Model {model_id!r} could not be loaded: {exc}") from exc
+
+
+# --------------------------------------------------------------- components
+
+
+class IntSlider(gr.Slider):
+    """A slider of whole numbers: the API types it ``integer`` and the handler receives an int."""
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+    def api_info(self) -> dict[str, Any]:
+        return {**super().api_info(), "type": "integer"}
+
+    def preprocess(self, payload: float | None) -> int | None:
+        value = super().preprocess(payload)
+        return int(round(value)) if value is not None and math.isfinite(value) else value
+
+
+# --------------------------------------------------------------- errors
+
+log = logging.getLogger("interp.app")
+
+
+def user_error(message: str) -> gr.Error:
+    """A ``gr.Error`` for an expected mistake (bad input, missing file): one log line, no traceback.
+
+    ``raise user_error("Seed must be ...")``. Unexpected exceptions keep Gradio's full traceback.
+    """
+    log.warning("user error: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 # --------------------------------------------------------------- validation
@@ -150,13 +227,13 @@ def get_generator(ctx: AppContext, model_id: str | None) -> Generator:
 def check_int(value: Any, name: str, lo: int, hi: int) -> int:
     """``value`` as an int in [lo, hi], else gr.Error naming the allowed range."""
     if value is None or isinstance(value, bool):
-        raise gr.Error(f"{name} must be a whole number between {lo} and {hi}.")
+        raise user_error(f"{name} must be a whole number between {lo} and {hi}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}.") from None
+        raise user_error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}.") from None
     if not math.isfinite(number) or number != int(number) or not lo <= number <= hi:
-        raise gr.Error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}.")
+        raise user_error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}.")
     return int(number)
 
 
@@ -165,51 +242,7 @@ def check_float(value: Any, name: str, lo: float, hi: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}.") from None
+        raise user_error(f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}.") from None
     if not math.isfinite(number) or not lo <= number <= hi:
-        raise gr.Error(f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}.")
+        raise user_error(f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}.")
     return number
-
-
-# ------------------------------------------------------------- conversions
-
-
-def tensor_to_pil(img: torch.Tensor) -> Image.Image:
-    """A generator image [3, H, W] (or [1, 3, H, W]) in about [-1, 1] -> RGB PIL image."""
-    if img.dim() == 4:
-        if img.shape[0] != 1:
-            raise ValueError(f"tensor_to_pil takes one image, got a batch of {img.shape[0]}; use grid_image")
-        img = img[0]
-    if img.dim() != 3 or img.shape[0] not in (1, 3):
-        raise ValueError(f"expected an image tensor [3, H, W] or [1, H, W], got shape {tuple(img.shape)}")
-    x = ((img.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # [C, H, W]
-    x = x.permute(1, 2, 0).numpy()                                                        # [H, W, C]
-    if x.shape[2] == 1:
-        return Image.fromarray(x[:, :, 0], mode="L").convert("RGB")
-    return Image.fromarray(x, mode="RGB")
-
-
-def pil_to_tensor(image: Image.Image, resolution: int | None = None) -> torch.Tensor:
-    """RGB PIL image -> [1, 3, H, W] in [-1, 1]; resized (Lanczos) to a square ``resolution`` if given."""
-    image = image.convert("RGB")
-    if resolution is not None and image.size != (resolution, resolution):
-        image = image.resize((resolution, resolution), Image.LANCZOS)
-    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
-    x = x.permute(2, 0, 1).unsqueeze(0).float()                     # [1, 3, H, W]
-    return x / 127.5 - 1
-
-
-def grid_image(imgs: torch.Tensor, cols: int | None = None) -> Image.Image:
-    """A batch [N, 3, H, W] in [-1, 1] as one PIL image: ``cols`` columns (default ceil(sqrt(N))), no padding.
-
-    Empty cells of the last row are black; one image comes back unchanged in size.
-    """
-    if imgs.dim() != 4:
-        raise ValueError(f"expected a batch of images [N, C, H, W], got shape {tuple(imgs.shape)}")
-    n, c, h, w = imgs.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    canvas = torch.full((rows * cols, c, h, w), -1.0, dtype=imgs.dtype, device=imgs.device)
-    canvas[:n] = imgs
-    canvas = canvas.reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4)  # [C, rows, H, cols, W]
-    return tensor_to_pil(canvas.reshape(c, rows * h, cols * w))          # [C, rows*H, cols*W]

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from interp.methods.edit import SPACES, Edit
+from interp.edit import SPACES, DirectionEdit
 
 __all__ = ["DirectionFileError", "DirectionSet", "load_directions", "save_directions"]
 
@@ -93,8 +93,8 @@ class DirectionSet:
     def dim(self) -> int:
         return self.directions.shape[1]
 
-    def edits(self, strengths: Sequence[float]) -> list[Edit]:
-        """One Edit per non-zero strength (std units); ``strengths`` may be shorter than K."""
+    def edits(self, strengths: Sequence[float]) -> list[DirectionEdit]:
+        """One DirectionEdit per non-zero strength (std units); ``strengths`` may be shorter than K."""
         if len(strengths) > self.k:
             raise ValueError(f"got {len(strengths)} strengths for {self.k} directions")
         out = []
@@ -103,7 +103,8 @@ class DirectionSet:
             if not math.isfinite(s):
                 raise ValueError(f"strength {i} must be a finite number, got {s}")
             if s != 0:
-                out.append(Edit(self.directions[i], self.space, self.layers, s, float(self.stds[i]), self.names[i]))
+                out.append(DirectionEdit(self.directions[i], self.space, self.layers, s, float(self.stds[i]), self.names[i],
+                                         self.method))
         return out
 
     def with_names(self, names: Sequence[str], **params: Any) -> "DirectionSet":

@@ -16,12 +16,19 @@ Each becomes an entry whose id is derived from the file name.
     G = load_generator("/data/network-snapshot.pkl")      # a local file
     G = load_generator("hf://hysts/StyleGAN2/models/stylegan2-ffhq-256x256.pkl")
 
-Downloads go through ``huggingface_hub.hf_hub_download`` into the usual Hub
-cache.  ``HF_HUB_OFFLINE=1`` means: only the local cache is used.  Before a
-download the Hub endpoint (``HF_ENDPOINT``) is probed with a short timeout
-(``INTERP_HUB_TIMEOUT`` seconds, default 2), so an unreachable Hub fails within
-about that time instead of the library's ~23 s, with a :class:`ModelUnavailable`
-error that says which model, why, and how to provide the file by hand.
+Hub files are fetched by :mod:`interp.hub` into the usual Hub cache: ``HF_HUB_OFFLINE=1``
+means only the local cache is used, and an unreachable Hub fails within about
+``INTERP_HUB_TIMEOUT`` seconds (default 2) instead of the library's ~23 s, with a
+:class:`ModelUnavailable` error that says which model, why, and how to provide the
+file by hand.
+
+Entries marked ``"preload": true`` in the registry can be downloaded in the
+background when the app starts, so that the page is usable meanwhile:
+
+    zoo = Zoo.from_file()
+    zoo.start_preload()          # a daemon thread; never raises, never blocks
+    zoo.preload_status()         # {"ffhq256-nv": "downloading", "lhq256": "queued"}
+                                 # later "ready" or "failed: <reason>"
 
 Loaded generators are cached in memory (a small LRU keyed by file and device,
 ``INTERP_ZOO_CACHE`` entries, default 2).  They are shared between callers: they
@@ -34,7 +41,6 @@ import json
 import os
 import re
 import threading
-import time
 import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -42,6 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Union
 
 import torch
+
+from interp import hub
+from interp.devices import resolve_device
 
 if TYPE_CHECKING:  # imported lazily at run time: loading the zoo must stay cheap
     from interp.models.stylegan2 import Generator
@@ -72,8 +81,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REGISTRY_PATH = REPO_ROOT / "assets" / "zoo.json"
 FORMATS = ("nvidia-pkl", "rosinality-pt", "safetensors")
 EXTENSION_FORMATS = {".pkl": "nvidia-pkl", ".pt": "rosinality-pt", ".pth": "rosinality-pt", ".safetensors": "safetensors"}
-REPO_TYPES = ("model", "dataset", "space")
-DEFAULT_HUB_TIMEOUT = 2.0  # seconds; the issue asks for failure within 3 s
 DEFAULT_CACHE_SIZE = 2
 
 
@@ -106,11 +113,8 @@ class HubSource:
         return f"hf://{prefix}{self.repo}/{self.filename}@{self.revision}"
 
     def web_url(self, endpoint: str | None = None) -> str:
-        """Direct download address of the file."""
-        endpoint = (endpoint or _hub_endpoint()).rstrip("/")
-        prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[self.repo_type]
-        revision = urllib.parse.quote(self.revision, safe="")
-        return f"{endpoint}/{prefix}{self.repo}/resolve/{revision}/{self.filename}"
+        """Direct download address of the file (on ``endpoint``, default the configured Hub)."""
+        return hub.file_url(self.repo, self.filename, self.revision, self.repo_type, at=endpoint)
 
     def __str__(self) -> str:
         return self.url
@@ -148,6 +152,7 @@ class ModelEntry:
     description: str = ""
     how_to_make: str = ""            # local files: how to create a missing one (said in its error)
     user: bool = False               # added with --models / INTERP_MODELS
+    preload: bool = False            # Hub entries: download in the background at app start
 
     def __post_init__(self) -> None:
         if not _ID_RE.fullmatch(self.id):
@@ -161,7 +166,8 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelEntry":
-        allowed = {"id", "name", "source", "format", "resolution", "defaults", "description", "how_to_make"}
+        allowed = {"id", "name", "source", "format", "resolution", "defaults", "description", "how_to_make",
+                   "preload"}
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"zoo entry {d.get('id')!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -173,8 +179,8 @@ class ModelEntry:
             source: Source = LocalSource(str(src["path"]))
         elif isinstance(src, dict) and {"repo", "filename"} <= set(src) <= {"repo", "filename", "revision", "repo_type"}:
             repo_type = src.get("repo_type", "model")
-            if repo_type not in REPO_TYPES:
-                raise ValueError(f"zoo entry {d['id']!r}: repo_type must be one of {list(REPO_TYPES)}")
+            if repo_type not in hub.REPO_TYPES:
+                raise ValueError(f"zoo entry {d['id']!r}: repo_type must be one of {list(hub.REPO_TYPES)}")
             source = HubSource(src["repo"], src["filename"], src.get("revision", "main"), repo_type)
         else:
             raise ValueError(
@@ -182,6 +188,9 @@ class ModelEntry:
                 f"got {src!r}"
             )
         resolution = d.get("resolution")
+        preload = d.get("preload", False)
+        if not isinstance(preload, bool):
+            raise ValueError(f"zoo entry {d['id']!r}: preload must be true or false, got {preload!r}")
         return cls(
             id=d["id"],
             name=d.get("name", d["id"]),
@@ -191,6 +200,7 @@ class ModelEntry:
             defaults=ModelDefaults.from_dict(d.get("defaults")),
             description=d.get("description", ""),
             how_to_make=d.get("how_to_make", ""),
+            preload=preload,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +219,7 @@ class ModelEntry:
             "defaults": {"truncation_psi": self.defaults.truncation_psi},
             "description": self.description,
             **({"how_to_make": self.how_to_make} if self.how_to_make else {}),
+            **({"preload": True} if self.preload else {}),
         }
 
 
@@ -323,109 +334,13 @@ def parse_model_spec(spec: str | Iterable[str] | None) -> list[ModelEntry]:
     return entries
 
 
-# --------------------------------------------------------------- hub helpers
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE, read at call time (huggingface_hub reads it once at import)."""
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def _hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def _hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def _hub_timeout() -> float:
-    raw = os.environ.get("INTERP_HUB_TIMEOUT", "")
-    if not raw:
-        return DEFAULT_HUB_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"INTERP_HUB_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"INTERP_HUB_TIMEOUT must be positive, got {value}")
-    return value
-
-
-def probe_endpoint(endpoint: str, timeout: float) -> str | None:
-    """None when ``endpoint`` answers HTTP within ``timeout`` seconds, else the reason.
-
-    The request runs in a daemon thread that is abandoned after ``timeout``, so
-    slow DNS lookups cannot extend the wait.  Proxies from the environment are
-    honoured (httpx's default).
-    """
-    result: dict[str, str | None] = {}
-
-    def probe() -> None:
-        try:
-            import httpx
-
-            httpx.head(endpoint, timeout=timeout, follow_redirects=False)
-            result["error"] = None
-        except Exception as exc:  # any HTTP answer counts as reachable; only transport errors land here
-            result["error"] = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-
-    thread = threading.Thread(target=probe, name="interp-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return f"no answer within {timeout:g} s"
-    return result.get("error", "probe failed")
-
-
-_PROBE_TTL = 30.0  # seconds a probe result is reused
-_probe_cache: dict[tuple[str, float], tuple[float, str | None]] = {}
-_probe_lock = threading.Lock()
-
-
-def _probe_cached(endpoint: str, timeout: float) -> str | None:
-    now = time.monotonic()
-    with _probe_lock:
-        hit = _probe_cache.get((endpoint, timeout))
-        if hit is not None and now - hit[0] < _PROBE_TTL:
-            return hit[1]
-    error = probe_endpoint(endpoint, timeout)
-    with _probe_lock:
-        _probe_cache[(endpoint, timeout)] = (time.monotonic(), error)
-    return error
-
-
-def _how_to_provide_hub(source: HubSource) -> str:
-    return (
-        f"To use it, download {source.web_url()} by hand (e.g. `hf download {source.repo} {source.filename} "
-        f"--revision {source.revision}` on a machine with internet) and start the app with "
-        f"`--models /path/to/{Path(source.filename).name}` (or add that path to INTERP_MODELS)."
-    )
+# ------------------------------------------------------------ how to fix
 
 
 def _how_to_provide_local(path: Path, how_to_make: str = "") -> str:
     how = (f"Put the checkpoint at {path}, or add another model with `--models /path/to/file.pkl` "
            "(or INTERP_MODELS); .pkl, .pt and .safetensors files and hf://owner/repo/file URLs are accepted.")
     return f"{how} {how_to_make}" if how_to_make else how
-
-
-def _cached_hub_file(source: HubSource) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    hit = try_to_load_from_cache(
-        source.repo, source.filename, cache_dir=_hub_cache_dir(), revision=source.revision, repo_type=source.repo_type
-    )
-    return Path(hit) if isinstance(hit, str) and Path(hit).exists() else None
 
 
 # ----------------------------------------------------------------------- zoo
@@ -435,20 +350,6 @@ def _default_loader(path: Path, device: str) -> "Generator":
     from interp.models.loaders import load_checkpoint
 
     return load_checkpoint(path, device=device)
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not valid; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available here; use device='cpu'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} was requested but MPS is not available here; use device='cpu'")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    return dev
 
 
 ModelSource = Union[str, Path, ModelEntry]
@@ -495,6 +396,7 @@ class Zoo:
         self._cache: OrderedDict[tuple, "Generator"] = OrderedDict()
         self._lock = threading.RLock()
         self._load_locks: dict[tuple, threading.Lock] = {}
+        self._preload: OrderedDict[str, str] = OrderedDict()  # id -> state, see preload_status()
 
     # ---- construction
 
@@ -564,11 +466,13 @@ class Zoo:
             if path.is_file():
                 return Availability(True, f"local file {path}", path)
             return Availability(False, f"the file {path} does not exist.", None)
-        cached = _cached_hub_file(entry.source)
+        src = entry.source
+        cached = hub.cached_file(src.repo, src.filename, src.revision, src.repo_type)
         if cached is not None:
             return Availability(True, "in the local Hugging Face cache", cached)
-        if hub_offline():
-            return Availability(False, "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache.")
+        if hub.is_offline():
+            return Availability(False, "the Hugging Face Hub is unreachable (HF_HUB_OFFLINE is set) and the file "
+                                       "is not in the local Hugging Face cache.")
         return Availability(True, f"downloaded from the Hub ({entry.source.repo}) on first use", None, needs_download=True)
 
     def resolve(self, source: ModelSource) -> Path:
@@ -581,59 +485,63 @@ class Zoo:
                 raise ModelUnavailable(label, f"the file {path} does not exist.",
                                        _how_to_provide_local(path, entry.how_to_make))
             return path
-        return self._download(entry.source, label)
-
-    def _download(self, source: HubSource, label: str) -> Path:
-        cached = _cached_hub_file(source)
-        if cached is not None:
-            return cached
-        how = _how_to_provide_hub(source)
-        if hub_offline():
-            raise ModelUnavailable(
-                label,
-                f"HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache ({_hub_cache_dir()}).",
-                how,
-            )
-        endpoint, timeout = _hub_endpoint(), _hub_timeout()
-        error = _probe_cached(endpoint, timeout)
-        if error is not None:
-            raise ModelUnavailable(label, f"the Hugging Face Hub at {endpoint} is unreachable ({error}).", how)
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
+        src = entry.source
         try:
-            path = hf_hub_download(
-                source.repo,
-                source.filename,
-                revision=source.revision,
-                repo_type=source.repo_type,
-                cache_dir=_hub_cache_dir(),
-                endpoint=endpoint,
-                etag_timeout=timeout,
-            )
-        except GatedRepoError:
-            reason = f"the repository {source.repo} is gated: accept its terms on the Hub and log in (`hf auth login`)."
-            raise ModelUnavailable(label, reason, how) from None
-        except RepositoryNotFoundError:
-            reason = f"the repository {source.repo} does not exist on the Hub or is private."
-            raise ModelUnavailable(label, reason, how) from None
-        except RevisionNotFoundError:
-            reason = f"the revision {source.revision!r} does not exist in {source.repo}."
-            raise ModelUnavailable(label, reason, how) from None
-        except LocalEntryNotFoundError as exc:  # network trouble after the probe
-            raise ModelUnavailable(label, f"the download failed ({exc}).", how) from None
-        except EntryNotFoundError:
-            reason = f"{source.repo} has no file {source.filename!r} at revision {source.revision!r}."
-            raise ModelUnavailable(label, reason, how) from None
-        except OSError as exc:  # HTTP / connection errors, disk full, ...
-            raise ModelUnavailable(label, f"the download failed ({type(exc).__name__}: {exc}).", how) from None
-        return Path(path)
+            return hub.download(src.repo, src.filename, src.revision, src.repo_type, label=label)
+        except hub.HubUnavailable as exc:
+            raise ModelUnavailable(label, exc.reason, exc.how) from None
+
+    # ---- background downloads
+
+    @property
+    def preload_ids(self) -> list[str]:
+        """Ids of the registry entries marked ``"preload": true``."""
+        return [e.id for e in self._entries.values() if e.preload]
+
+    def start_preload(self, ids: Iterable[str] | None = None) -> threading.Thread | None:
+        """Fetch the files of ``ids`` (default :attr:`preload_ids`) in a background daemon thread.
+
+        Returns at once: the thread (join it to wait), or None when there is nothing new to
+        fetch.  Models are fetched one after another; follow them with :meth:`preload_status`.
+        The thread never raises: a model that cannot be fetched (offline, Hub unreachable,
+        missing file) ends as ``"failed: <reason>"`` within about the Hub timeout.  Ids
+        already queued, downloading or ready are skipped; failed ones are tried again.
+        Unknown ids raise :class:`UnknownModelError` here, before any thread starts.
+        """
+        wanted = self.preload_ids if ids is None else [self.get_entry(i).id for i in ids]
+        with self._lock:
+            busy = ("queued", "downloading", "ready")
+            todo = [i for i in dict.fromkeys(wanted) if self._preload.get(i, "failed") not in busy]
+            for model_id in todo:
+                self._preload[model_id] = "queued"
+        if not todo:
+            return None
+        thread = threading.Thread(target=self._run_preload, args=(todo,), name="interp-zoo-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def preload_status(self) -> dict[str, str]:
+        """{id: state} of every model passed to :meth:`start_preload`, in order.
+
+        States: ``"queued"``, ``"downloading"``, ``"ready"`` (the file is on this machine) or
+        ``"failed: <reason>"`` (a sentence; the model's error says how to provide the file).
+        """
+        with self._lock:
+            return dict(self._preload)
+
+    def _run_preload(self, ids: list[str]) -> None:
+        for model_id in ids:
+            with self._lock:
+                self._preload[model_id] = "downloading"
+            try:
+                self.resolve(model_id)
+                state = "ready"
+            except ModelUnavailable as exc:
+                state = f"failed: {exc.reason}"
+            except Exception as exc:  # noqa: BLE001 - a background thread must report, never raise
+                state = f"failed: {type(exc).__name__}: {exc}"
+            with self._lock:
+                self._preload[model_id] = state
 
     def _as_entry(self, source: ModelSource) -> ModelEntry:
         """A registry entry for an id, or an ad-hoc (unregistered) one for a path / hf:// URL."""
@@ -666,7 +574,7 @@ class Zoo:
 
     def load_generator(self, source: ModelSource, device: str | torch.device = "cpu") -> "Generator":
         """A loaded generator for a zoo id, a local path or an hf:// URL (cached, shared, frozen)."""
-        dev = _check_device(device)
+        dev = resolve_device(device)
         path = self.resolve(source)
         key = (str(path.resolve()), path.stat().st_mtime_ns, str(dev))
         with self._lock:

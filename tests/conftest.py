@@ -35,16 +35,36 @@ def free_port() -> int:
 @pytest.fixture()
 def hub_env(tmp_path, monkeypatch):
     """An empty Hugging Face cache in tmp, and fresh Hub probes; returns the cache directory."""
-    import interp.zoo as zoo
+    from interp import hub
 
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.delenv("INTERP_HUB_TIMEOUT", raising=False)
-    zoo._probe_cache.clear()
+    hub.reset_probe_cache()
     yield cache
-    zoo._probe_cache.clear()
+    hub.reset_probe_cache()
+
+
+@pytest.fixture()
+def hub_file(hub_env):
+    """``put(repo, filename, payload=b"weights") -> Path``: a file in ``hub_env``'s cache, as a download leaves it.
+
+    The on-disk layout of huggingface_hub: models--owner--repo/refs/main -> snapshots/<commit>/<filename>.
+    """
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    def put(repo: str, filename: str, payload: bytes = b"weights") -> Path:
+        root = hub_env / f"models--{repo.replace('/', '--')}"
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(commit)
+        path = root / "snapshots" / commit / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(payload)
+        return path
+
+    return put
 
 
 @pytest.fixture(scope="session")

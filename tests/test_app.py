@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -131,3 +132,49 @@ def test_generate_endpoint_with_gradio_client(running_app, tmp_path, tiny_genera
     with pytest.raises(Exception) as err:  # a file that is not a checkpoint: our explanation comes back
         client.predict("broken", 7, 0.7, 1, api_name="/generate")
     assert "could not be loaded" in str(err.value) and "broken" in str(err.value)
+
+
+def test_get_generator_refuses_paths_and_urls(tiny_checkpoint):
+    """Only registry and --models ids: nothing a visitor sends makes the server open a path or a Hub URL."""
+    import gradio as gr
+
+    from demos.common import get_generator
+    from interp.zoo import Zoo
+
+    calls = []
+    zoo = Zoo.from_file(loader=lambda path, device: calls.append(path))
+    zoo.add_user_models(str(tiny_checkpoint))
+    ctx = SimpleNamespace(zoo=zoo, device="cpu")  # what get_generator reads of the AppContext
+    for bad in ("/etc/passwd", "hf://x/y/z.pkl", "../assets/builtin/faces64.safetensors",
+                "assets/builtin/faces64.safetensors", str(tiny_checkpoint), "hf://hysts/StyleGAN2/models/a.pkl"):
+        with pytest.raises(gr.Error, match="unknown model id"):
+            get_generator(ctx, bad)
+    assert calls == []
+
+
+def test_preload_note_and_flag(monkeypatch, tmp_path):
+    import app
+    from demos.common import preload_markdown, preload_pending
+    from interp.zoo import Zoo
+
+    assert app.parse_args([]).no_preload is False and app.parse_args(["--no-preload"]).no_preload is True
+    zoo = Zoo.from_file()
+    assert preload_markdown(zoo) == "" and not preload_pending(zoo)
+    zoo._preload.update({"lhq256": "ready", "ffhq256-nv": "downloading"})  # as the preload thread leaves them
+    text = preload_markdown(zoo)
+    assert "Landscapes (LHQ) 256 (DragGAN mirror) (`lhq256`): ready" in text
+    assert "(`ffhq256-nv`): downloading" in text and preload_pending(zoo)
+    zoo._preload["ffhq256-nv"] = "failed: the Hugging Face Hub is unreachable (HF_HUB_OFFLINE is set)."
+    assert "failed: the Hugging Face Hub is unreachable" in preload_markdown(zoo) and not preload_pending(zoo)
+
+    demo = app.build_demo(zoo, "cpu")  # the refresh timer is plumbing, not a public endpoint
+    timers = [fn for fn in demo.fns.values() if any(t[1] == "tick" for t in fn.targets)]
+    assert len(timers) == 1 and timers[0].api_visibility == "private"
+
+
+def test_device_flag_exits_with_the_allowed_values():
+    import app
+
+    assert app.resolve_device("cpu") == "cpu"
+    with pytest.raises(SystemExit, match=r"--device: device 'tpu' is not valid; use one of auto, cpu, cuda"):
+        app.resolve_device("tpu")

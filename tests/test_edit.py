@@ -10,7 +10,7 @@ import torch
 from interp import diskcache
 from interp.directions import DirectionFileError, DirectionSet, load_directions, save_directions
 from interp.methods import sefa
-from interp.methods.edit import (Edit, EditRecipe, apply_ws, layer_rows, projection_stds, render_recipe,
+from interp.edit import (DirectionEdit, EditRecipe, apply_ws, layer_rows, projection_stds, render_recipe,
                                  sample_latents, style_layers_for_rows, synthesize)
 from interp.models.stylegan2 import SynthesisCache
 
@@ -39,7 +39,7 @@ def test_strength_zero_is_the_original_exactly(tiny_generator, space):
     rows = tuple(range(G.num_ws)) if space == "z" else layer_rows(G, "middle")
     dim = {"z": G.z_dim, "w": G.w_dim,
            "s": sum(G.synthesis.layer(n).affine.weight.shape[0] for n in style_layers_for_rows(G, rows))}[space]
-    e = Edit(torch.randn(dim), space, rows, 0.0, std=2.0)
+    e = DirectionEdit(torch.randn(dim), space, rows, 0.0, std=2.0)
     z = G.sample_z(2, 11)
     with torch.no_grad():
         original = G.synthesis(G.mapping(z, truncation_psi=0.7))
@@ -53,7 +53,7 @@ def test_w_edit_moves_only_its_rows_and_equals_the_s_edit(tiny_generator):
     G = tiny_generator
     rows = layer_rows(G, "fine")
     d = torch.randn(G.w_dim)
-    e = Edit(d, "w", rows, 1.5, std=0.7)
+    e = DirectionEdit(d, "w", rows, 1.5, std=0.7)
     with torch.no_grad():
         ws = G.mapping(G.sample_z(3, 0))
         out = apply_ws(ws, [e])
@@ -64,7 +64,7 @@ def test_w_edit_moves_only_its_rows_and_equals_the_s_edit(tiny_generator):
         names = style_layers_for_rows(G, rows)
         s_dir = torch.cat([G.synthesis.layer(n).affine.weight * G.synthesis.layer(n).affine.weight_gain @ e.delta
                            for n in names])
-        s_edit = Edit(s_dir, "s", rows, 1.5, std=float(s_dir.norm()) / 1.5)
+        s_edit = DirectionEdit(s_dir, "s", rows, 1.5, std=float(s_dir.norm()) / 1.5)
         img_w = synthesize(G, None, [e], ws=ws)
         img_s = synthesize(G, None, [s_edit], ws=ws)
     assert torch.allclose(img_w, img_s, atol=1e-4)
@@ -78,7 +78,7 @@ def test_incremental_cache_gives_the_full_pass(tiny_generator):
     with torch.no_grad():
         synthesize(G, z, [], cache=cache)
         for s in (0.5, -1.0, 2.0):
-            e = Edit(d, "w", layer_rows(G, "fine"), s)
+            e = DirectionEdit(d, "w", layer_rows(G, "fine"), s)
             assert torch.equal(synthesize(G, z, [e], cache=cache), synthesize(G, z, [e]))
     assert cache.hits > 0
 
@@ -86,11 +86,11 @@ def test_incremental_cache_gives_the_full_pass(tiny_generator):
 def test_z_edits_must_use_every_row(tiny_generator):
     G = tiny_generator
     with pytest.raises(ValueError, match="z-space edit moves every ws row"):
-        synthesize(G, G.sample_z(1, 0), [Edit(torch.ones(G.z_dim), "z", (0, 1), 1.0)])
+        synthesize(G, G.sample_z(1, 0), [DirectionEdit(torch.ones(G.z_dim), "z", (0, 1), 1.0)])
     with pytest.raises(ValueError, match="unknown latent space 'q'; allowed: z, w, s"):
-        Edit(torch.ones(3), "q", (0,), 1.0)
+        DirectionEdit(torch.ones(3), "q", (0,), 1.0)
     with pytest.raises(ValueError, match="non-zero"):
-        Edit(torch.zeros(3), "w", (0,), 1.0)
+        DirectionEdit(torch.zeros(3), "w", (0,), 1.0)
 
 
 def test_projection_stds_and_samples(tiny_generator):

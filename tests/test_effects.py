@@ -6,7 +6,7 @@ import torch
 
 from interp.builtin.faces import FACTOR_NAMES, FACTORS
 from interp.methods import effects, naming
-from interp.methods.edit import Edit
+from interp.edit import DirectionEdit
 from interp.models.stylegan2 import Generator, GeneratorConfig
 
 CONTINUOUS = [f.name for f in FACTORS if f.kind == "continuous"]
@@ -55,7 +55,7 @@ def test_effect_matrix_properties_and_agreement():
 
 def test_planted_pure_direction_is_found_pure():
     """The predictor's own gradient direction, made orthogonal to the other factors, is measured as pure."""
-    from interp.methods.edit import projection_stds, sample_latents
+    from interp.edit import projection_stds, sample_latents
 
     P = _predictor(trained_only=True)
     torch.manual_seed(3)
@@ -65,8 +65,8 @@ def test_planted_pure_direction_is_found_pure():
     std = float(projection_stds(sample_latents(G, "w", 500, seed=0), planted[None])[0])
     gen = torch.Generator().manual_seed(0)
     rows = tuple(range(G.num_ws))
-    edits = [Edit(planted, "w", rows, 0.03, std=std, name="planted")]
-    edits += [Edit(torch.randn(G.w_dim, generator=gen), "w", rows, 0.03, std=std, name=f"random{i}")
+    edits = [DirectionEdit(planted, "w", rows, 0.03, std=std, name="planted")]
+    edits += [DirectionEdit(torch.randn(G.w_dim, generator=gen), "w", rows, 0.03, std=std, name=f"random{i}")
               for i in range(3)]
     eff = effects.effect_matrix(G, P, edits, n_samples=4, seed=0, truncation_psi=0.7)
     assert eff.dominant[0] == "smile" and float(eff.matrix[0, 0]) > 0
@@ -93,7 +93,7 @@ def test_ground_truth_on_known_factors():
     G = effects.FactorAxisGenerator()
     P = _predictor(trained_only=True)
     picks = ["smile", "yaw", "background"]
-    edits = [Edit(torch.eye(G.w_dim)[CONTINUOUS.index(n)], "w", (0,), 1.0, name=n) for n in picks]
+    edits = [DirectionEdit(torch.eye(G.w_dim)[CONTINUOUS.index(n)], "w", (0,), 1.0, name=n) for n in picks]
     eff = effects.effect_matrix(G, P, edits, n_samples=4, seed=0, truncation_psi=1.0)
     assert eff.dominant == picks
     assert (eff.matrix[range(3), [FACTOR_NAMES.index(n) for n in picks]] > 0).all()

@@ -75,7 +75,7 @@ def test_use_the_generate_tabs_sample(explore_app):
 def test_sliders_export_import_and_edit_json(explore_app, tiny_generator):
     from gradio_client import handle_file
 
-    from interp.methods.edit import EditRecipe, render_recipe
+    from interp.edit import EditRecipe, render_recipe
 
     url, tmp = explore_app
     client = _client(url, tmp)
@@ -167,7 +167,7 @@ def test_bad_inputs_give_clear_errors(explore_app, tmp_path):
 def test_effect_heatmap_and_table(tiny_generator, tmp_path, monkeypatch):
     """The ground-truth panel: a heatmap image and a table with purity and CLIP agreement."""
     from demos import explore
-    from interp.methods.edit import layer_rows
+    from interp.edit import layer_rows
 
     try:
         from interp.builtin import load_predictor

@@ -80,7 +80,7 @@ def test_disk_cache_hits_and_misses(tiny_generator, cache_dir, monkeypatch):
 def test_style_and_feature_variants(tiny_generator, cache_dir):
     G = tiny_generator
     s = ganspace.fit(G, n_samples=400, k=3, seed=0, space="s", layers="fine")
-    from interp.methods.edit import latent_dim, layer_rows
+    from interp.edit import latent_dim, layer_rows
 
     assert s.directions.shape == (3, latent_dim(G, "s", layer_rows(G, "fine"))) and s.space == "s"
     f = ganspace.fit(G, n_samples=300, k=3, seed=0, space="features", feature_layer="b8.conv1")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp.methods import sefa
-from interp.methods.edit import layer_rows, style_layers_for_rows
+from interp.edit import layer_rows, style_layers_for_rows
 
 
 def _match_up_to_sign(found: torch.Tensor, planted: torch.Tensor) -> float:

@@ -152,21 +152,9 @@ def test_silent_hub_times_out_within_deadline(hub_env, monkeypatch):
     assert "stylegan2-ffhq-256x256.pkl" in str(err.value)
 
 
-def _fake_hub_cache(cache: Path, repo: str, filename: str, payload: bytes) -> Path:
-    """The on-disk layout huggingface_hub uses: refs/main -> snapshots/<commit>/<filename>."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    root = cache / f"models--{repo.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(commit)
-    path = root / "snapshots" / commit / filename
-    path.parent.mkdir(parents=True)
-    path.write_bytes(payload)
-    return path
-
-
-def test_offline_mode_uses_the_local_cache(hub_env, monkeypatch):
+def test_offline_mode_uses_the_local_cache(hub_file, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cached = _fake_hub_cache(hub_env, "DragGan/DragGan-Models", "stylegan2-lhq-256x256.pkl", b"weights")
+    cached = hub_file("DragGan/DragGan-Models", "stylegan2-lhq-256x256.pkl")
     zoo = Zoo.from_file()
     status = zoo.availability("lhq256")
     assert status.available and status.path == cached
@@ -273,3 +261,87 @@ def test_load_generator_from_a_real_checkpoint(tiny_checkpoint, tiny_generator):
         img = G.synthesis(G.mapping(z, truncation_psi=0.7))  # [2, 3, 32, 32]
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
     assert zoo.load_generator(tiny_checkpoint) is G
+
+
+# ------------------------------------------------------------------ preload
+
+
+def test_readme_preload_from_hub_matches_the_registry():
+    """A Space bakes the README's `preload_from_hub` files into its image: they are the registry's preload entries."""
+    import yaml
+
+    text = (zoo_mod.REPO_ROOT / "README.md").read_text()
+    assert text.startswith("---\n"), "README.md must start with the Space's YAML front matter"
+    front = yaml.safe_load(text.split("---\n", 2)[1])
+    listed = set()
+    for line in front["preload_from_hub"]:  # "owner/repo file1,file2 [revision]"
+        repo, files, *revision = line.split()
+        listed |= {(repo, f, revision[0] if revision else "main") for f in files.split(",")}
+    zoo = Zoo.from_file()
+    assert 2 <= len(zoo.preload_ids) <= 3
+    preload = [zoo.get_entry(i) for i in zoo.preload_ids]
+    assert all(e.is_hub and e.source.repo_type == "model" and e.resolution <= 256 for e in preload)
+    assert listed == {(e.source.repo, e.source.filename, e.source.revision) for e in preload}
+
+
+def test_preload_entry_field_is_checked():
+    base = {"id": "x", "source": {"repo": "a/b", "filename": "x.pkl"}, "format": "nvidia-pkl"}
+    assert ModelEntry.from_dict({**base, "preload": True}).preload
+    assert not ModelEntry.from_dict(base).preload and "preload" not in ModelEntry.from_dict(base).to_dict()
+    with pytest.raises(ValueError, match="preload must be true or false"):
+        ModelEntry.from_dict({**base, "preload": "yes"})
+
+
+def test_preload_offline_ends_at_once_with_reasons(hub_file, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = hub_file("DragGan/DragGan-Models", "stylegan2-lhq-256x256.pkl")
+    zoo = Zoo.from_file()
+    assert zoo.preload_status() == {}
+    with pytest.raises(UnknownModelError):
+        zoo.start_preload(["lhq256", "no-such-model"])  # checked before any thread starts
+    assert zoo.preload_status() == {}
+
+    thread = zoo.start_preload(["lhq256", "ffhq512"])
+    assert thread is not None and thread.daemon
+    thread.join(HUB_DEADLINE_S)
+    assert not thread.is_alive()
+    status = zoo.preload_status()
+    assert list(status) == ["lhq256", "ffhq512"]
+    assert status["lhq256"] == "ready" and zoo.resolve("lhq256") == cached
+    assert status["ffhq512"].startswith("failed: ") and "HF_HUB_OFFLINE" in status["ffhq512"]
+
+    assert zoo.start_preload(["lhq256"]) is None  # ready: nothing to do
+    hub_file("DragGan/DragGan-Models", "stylegan2-ffhq-512x512.pkl")
+    zoo.start_preload(["ffhq512"]).join(HUB_DEADLINE_S)  # failed ones are tried again
+    assert zoo.preload_status()["ffhq512"] == "ready"
+
+
+def test_preload_with_a_silent_hub_never_hangs(hub_env, monkeypatch):
+    """The default preload (the registry's preload entries) against a Hub that never answers."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        zoo = Zoo.from_file()
+        t0 = time.perf_counter()
+        thread = zoo.start_preload()
+        assert time.perf_counter() - t0 < 0.5  # returns at once
+        thread.join(HUB_DEADLINE_S + 1)
+        elapsed = time.perf_counter() - t0
+    assert not thread.is_alive(), "the preload thread still runs"
+    assert elapsed < HUB_DEADLINE_S, f"preload of {zoo.preload_ids} took {elapsed:.2f} s"  # one probe for all
+    status = zoo.preload_status()
+    assert list(status) == zoo.preload_ids
+    assert all(s.startswith("failed: the Hugging Face Hub is unreachable") for s in status.values()), status
+
+
+def test_preload_thread_reports_unexpected_errors(monkeypatch):
+    zoo = Zoo.from_file()
+
+    def broken(source):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(zoo, "resolve", broken)
+    zoo.start_preload(["ffhq256-nv"]).join(HUB_DEADLINE_S)
+    assert zoo.preload_status() == {"ffhq256-nv": "failed: RuntimeError: disk on fire"}

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from interp.directions import DirectionSet
-from interp.methods.edit import Edit, layer_rows, sample_latents, synthesize
+from interp.edit import DirectionEdit, layer_rows, sample_latents, synthesize
 from interp.models.stylegan2 import Generator
 
 __all__ = [
@@ -121,7 +121,7 @@ def _predict_columns(predictor, images: Tensor) -> Tensor:
     return factor_columns(predictor(images)).float()
 
 
-def effect_matrix(G: Generator, predictor: torch.nn.Module, directions: DirectionSet | Sequence[Edit],
+def effect_matrix(G: Generator, predictor: torch.nn.Module, directions: DirectionSet | Sequence[DirectionEdit],
                   strength: float = 1.0, n_samples: int = 32, seed: int = 0, truncation_psi: float = 0.7,
                   batch_size: int = 32, labels: Sequence[str] | None = None) -> EffectMatrix:
     """Effect matrix of directions (a DirectionSet moved ``strength`` stds, or Edits as given).
@@ -134,7 +134,7 @@ def effect_matrix(G: Generator, predictor: torch.nn.Module, directions: Directio
     if isinstance(directions, DirectionSet):
         if not strength > 0:
             raise ValueError(f"strength must be positive (standard deviations), got {strength!r}")
-        edits = [Edit(directions.directions[i], directions.space, directions.layers, strength,
+        edits = [DirectionEdit(directions.directions[i], directions.space, directions.layers, strength,
                       float(directions.stds[i]), directions.names[i]) for i in range(directions.k)]
         labels = labels or directions.names
     else:
@@ -253,7 +253,7 @@ def compare_spaces(G: Generator, predictor: torch.nn.Module, k: int = 8, n_pca: 
     """GANSpace PCA in Z, W and S (every layer), plus SeFa in W: mean purity and coverage of the top-k."""
     from interp.diskcache import model_hash
     from interp.methods import ganspace, sefa
-    from interp.methods.edit import projection_stds
+    from interp.edit import projection_stds
 
     rows = layer_rows(G, "all")
     mh = model_hash(G)

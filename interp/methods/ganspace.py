@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from interp import diskcache
-from interp.methods.edit import latent_dim, projection_stds, resolve_layers, sample_latents
+from interp.edit import latent_dim, projection_stds, resolve_layers, sample_latents
 from interp.models.stylegan2 import Generator
 from interp.nethook import Trace
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp.directions import DirectionSet
-from interp.methods.edit import Edit, synthesize
+from interp.edit import DirectionEdit, synthesize
 from interp.models.stylegan2 import Generator
 
 __all__ = [
@@ -247,10 +247,10 @@ def load_paired_clip(model_id: str | None, device: str | torch.device = "cpu") -
     with _CLIP_LOCK:
         if key in _HUB_CLIPS:
             return _HUB_CLIPS[key], f"open_clip {name} ({pretrained})"
-    from interp.zoo import _hub_endpoint, _hub_timeout, hub_offline, probe_endpoint
+    from interp import hub
 
-    if not hub_offline():
-        error = probe_endpoint(_hub_endpoint(), _hub_timeout())
+    if not hub.is_offline():  # offline: open_clip may still find the weights in the local cache
+        error = hub.reachable()
         if error is not None:
             return None, f"open_clip {name} needs the Hugging Face Hub on first use, which is unreachable ({error})"
     try:
@@ -300,7 +300,7 @@ class DirectionName:
 
 
 @torch.no_grad()
-def embedding_changes(G: Generator, edits: Sequence[Edit], clip: ClipScorer, n_samples: int, seed: int,
+def embedding_changes(G: Generator, edits: Sequence[DirectionEdit], clip: ClipScorer, n_samples: int, seed: int,
                       truncation_psi: float, batch_size: int = 64) -> Tensor:
     """CLIP embedding change e(+edit) - e(-edit) [K, n, E] for each edit (its strength gives the step)."""
     z = G.sample_z(n_samples, seed)                                        # [n, z_dim]
@@ -341,7 +341,7 @@ def name_directions(G: Generator, directions: DirectionSet, clip: ClipScorer, vo
         raise ValueError(f"strength must be positive (standard deviations), got {strength!r}")
     phrases = parse_vocabulary(vocabulary)
     text_dirs = clip.text_directions(phrases, neutral or NEUTRAL[domain_of(directions.model_id)])
-    edits = [Edit(directions.directions[i], directions.space, directions.layers, strength,
+    edits = [DirectionEdit(directions.directions[i], directions.space, directions.layers, strength,
                   float(directions.stds[i])) for i in range(directions.k)]
     deltas = embedding_changes(G, edits, clip, n_samples, seed, truncation_psi)
     return name_from_changes(deltas, text_dirs, phrases)

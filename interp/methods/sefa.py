@@ -17,7 +17,7 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from interp.methods.edit import resolve_layers, style_layers_for_rows
+from interp.edit import resolve_layers, style_layers_for_rows
 from interp.models.stylegan2 import Generator
 
 __all__ = ["affine_weights", "directions", "factorize", "total_value"]

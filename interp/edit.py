@@ -1,0 +1,716 @@
+"""The core vocabulary: the current image is data (a ``Latent``) and every method's edit stacks on it.
+
+    latent = Latent.from_seed(G, "faces64", seed=42, psi=0.7)          # or an inversion, a restoration
+    older = DirectionEdit(d, "w", layer_rows(G, "middle"), 2.0, std=0.4, name="+ an old face",
+                          method="interfacegan")
+    off = UnitEdit("b16.conv0", units=(3, 17), mask=brush, mode="remove", name="glasses")
+    img = render(G, latent, [older, off])                               # [1, 3, H, W]
+    recipe = Recipe(latent, (older, off))
+    recipe.save("portrait.safetensors"); Recipe.load("portrait.safetensors").render(G)
+    print(recipe.summary())
+
+Spaces (see DESIGN.md): ``z`` (input latent), ``w`` (W+, one row of ``ws`` per style input),
+``s`` (StyleSpace: the concatenated affine outputs of the style layers fed by ``layers``).
+
+Edits:
+
+- :class:`DirectionEdit`: move ``strength`` standard deviations along a direction in z, w or s on
+  some ws rows (SeFa, GANSpace, InterFaceGAN boundaries, StyleCLIP global directions).
+- :class:`UnitEdit`: set (``remove`` / ``add``) or scale some channels of one synthesis layer
+  inside a spatial mask (the GAN Dissection brush); self-contained, so a recipe replays it
+  without any statistics.
+
+:func:`render` applies z edits (seed latents only), then W edits, then S edits, then unit edits
+through :mod:`interp.nethook`; with a :class:`~interp.models.stylegan2.SynthesisCache` it reuses
+the activations below the first changed layer. ``render(G, latent, [])`` equals
+``G.synthesis(latent.ws[None])`` bit for bit.
+
+``layers`` of a direction edit are always rows of ``ws``. Presets name the usual ranges
+(GANSpace's convention):
+
+- ``all``:    every row
+- ``coarse``: rows 0-3   (4x4 and 8x8 blocks: pose, face shape)
+- ``middle``: rows 4-7   (16x16 and 32x32: features, expression, hair style)
+- ``fine``:   rows 8-end (64x64 and above: colour, texture, lighting)
+- ``custom``: rows ``start`` .. ``end`` (inclusive)
+
+Models below 64x64 (fewer than 10 rows) split their rows into three near-equal parts instead.
+
+Strength is in units of the direction's standard deviation (``DirectionEdit.std``: the spread of
+sampled latents projected on the direction), so a slider at 2 means "two standard deviations" for
+every method. An edit with strength 0 leaves the latent untouched: the image is the original bit
+for bit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from interp import nethook
+from interp.models.stylegan2 import Generator, SynthesisCache
+
+__all__ = [
+    "PRESETS",
+    "SPACES",
+    "UNIT_MODES",
+    "DirectionEdit",
+    "Latent",
+    "Recipe",
+    "RecipeError",
+    "RenderSession",
+    "UnitEdit",
+    "apply_styles",
+    "apply_ws",
+    "apply_z",
+    "latent_dim",
+    "layer_rows",
+    "projection_stds",
+    "render",
+    "resolve_layers",
+    "rows_text",
+    "sample_latents",
+    "style_layers_for_rows",
+    "synthesize",
+    "synthesize_ws",
+]
+
+SPACES = ("z", "w", "s")
+PRESETS = ("all", "coarse", "middle", "fine", "custom")
+UNIT_MODES = ("remove", "add", "scale")
+RECIPE_FORMAT = "interp.recipe/1"
+MAX_RECIPE_BYTES = 64 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layer ranges
+
+
+def _num_ws(G_or_num_ws: Generator | int) -> int:
+    n = G_or_num_ws if isinstance(G_or_num_ws, int) else G_or_num_ws.num_ws
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_ws must be a positive integer, got {n!r}")
+    return n
+
+
+def layer_rows(G_or_num_ws: Generator | int, preset: str = "all", start: int | None = None,
+               end: int | None = None) -> tuple[int, ...]:
+    """The ws rows of a layer-range preset (see the module docstring); ``custom`` uses start..end inclusive."""
+    n = _num_ws(G_or_num_ws)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown layer range {preset!r}; allowed: {', '.join(PRESETS)}")
+    if preset == "custom":
+        if start is None or end is None:
+            raise ValueError("layer range 'custom' needs start and end rows")
+        if isinstance(start, bool) or isinstance(end, bool) or int(start) != start or int(end) != end:
+            raise ValueError(f"custom start and end must be whole numbers, got {start!r} and {end!r}")
+        start, end = int(start), int(end)
+        if not 0 <= start <= end < n:
+            raise ValueError(f"custom layer range {start}-{end} is invalid: need 0 <= start <= end <= {n - 1}")
+        return tuple(range(start, end + 1))
+    if start is not None or end is not None:
+        raise ValueError(f"start/end are only used with layer range 'custom', not {preset!r}")
+    if preset == "all":
+        return tuple(range(n))
+    if n >= 10:
+        bounds = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, n)}
+    else:
+        parts = np.array_split(np.arange(n), 3)
+        bounds = {name: (int(p[0]), int(p[-1]) + 1) if len(p) else (0, 0)
+                  for name, p in zip(("coarse", "middle", "fine"), parts)}
+    lo, hi = bounds[preset]
+    if lo >= hi:
+        raise ValueError(f"layer range {preset!r} is empty for a model with {n} ws rows; use 'all' or 'custom'")
+    return tuple(range(lo, hi))
+
+
+def resolve_layers(G: Generator, layers: str | Iterable[int] | Iterable[str] | None) -> tuple[int, ...]:
+    """ws rows from a preset name, a list of rows, or a list of style layer names (``b8.conv0``, ...)."""
+    if layers is None:
+        return layer_rows(G, "all")
+    if isinstance(layers, str):
+        return layer_rows(G, layers)
+    items = list(layers)
+    if not items:
+        raise ValueError("layers is empty; pass a preset (all, coarse, middle, fine), ws rows or style layer names")
+    if all(isinstance(x, str) for x in items):
+        unknown = [x for x in items if x not in G.ws_index]
+        if unknown:
+            raise ValueError(f"unknown style layer(s) {unknown}; allowed: {', '.join(G.style_layers)}")
+        return tuple(sorted({G.ws_index[x] for x in items}))
+    rows = []
+    for x in items:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise ValueError(f"layers must be ws rows (integers) or style layer names, got {x!r}")
+        if not 0 <= int(x) < G.num_ws:
+            raise ValueError(f"ws row {x} is out of range; allowed: 0 .. {G.num_ws - 1}")
+        rows.append(int(x))
+    return tuple(sorted(set(rows)))
+
+
+def style_layers_for_rows(G: Generator, rows: Iterable[int]) -> list[str]:
+    """The style layers (in synthesis order) whose affine reads one of the given ws rows."""
+    rows = set(rows)
+    return [name for name in G.style_layers if G.ws_index[name] in rows]
+
+
+def latent_dim(G: Generator, space: str, rows: Sequence[int]) -> int:
+    """Dimension of a direction in ``space`` (for ``s``: the summed channels of the fed style layers)."""
+    _check_space(space)
+    if space == "z":
+        return G.z_dim
+    if space == "w":
+        return G.w_dim
+    return sum(G.synthesis.layer(name).affine.weight.shape[0] for name in style_layers_for_rows(G, rows))
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise ValueError(f"unknown latent space {space!r}; allowed: {', '.join(SPACES)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Edits
+
+
+def _finite_float(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class DirectionEdit:
+    """Move ``strength`` standard deviations (``std`` latent units each) along ``direction``.
+
+    direction: [D] in the latent ``space`` (normalised to unit length on construction).
+    layers:    ws rows the edit applies to (``z`` edits must use every row: Z feeds all of them).
+    name:      what a person reads ("+ a smiling face", "age"); method: who made it ("sefa", ...).
+    """
+
+    direction: Tensor
+    space: str
+    layers: tuple[int, ...]
+    strength: float
+    std: float = 1.0
+    name: str = ""
+    method: str = ""
+
+    def __post_init__(self) -> None:
+        _check_space(self.space)
+        d = torch.as_tensor(self.direction, dtype=torch.float32).detach().cpu()
+        if d.ndim != 1 or d.numel() == 0:
+            raise ValueError(f"direction must be a vector [D], got shape {list(d.shape)}")
+        norm = d.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            raise ValueError("direction must be finite and non-zero")
+        object.__setattr__(self, "direction", d / norm)
+        layers = tuple(int(r) for r in self.layers)
+        if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+            raise ValueError(f"layers must be distinct non-negative ws rows, got {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(sorted(layers)))
+        object.__setattr__(self, "strength", _finite_float(self.strength, "strength"))
+        object.__setattr__(self, "std", _finite_float(self.std, "std"))
+        if self.std <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        object.__setattr__(self, "name", str(self.name))
+        object.__setattr__(self, "method", str(self.method))
+
+    @property
+    def delta(self) -> Tensor:
+        """The latent offset [D]: strength * std * unit direction."""
+        return self.direction * (self.strength * self.std)
+
+    def with_strength(self, strength: float) -> "DirectionEdit":
+        return replace(self, strength=strength)
+
+
+@dataclass(frozen=True)
+class UnitEdit:
+    """Set or scale ``units`` (channels) of the synthesis layer ``layer`` inside ``mask``.
+
+    layer:  a style layer name as in ``G.styles`` (``b16.conv0``); the edit acts on its output.
+    units:  channel indices of that layer.
+    mask:   [H, W] in [0, 1] at image resolution (averaged down to the layer's resolution, so a
+            feature cell is edited in proportion to how much of it is painted), or None: everywhere.
+    mode:   ``remove`` / ``add``: inside the mask the units go to ``value`` (their low / high level);
+            ``scale``: the units are multiplied by ``value`` inside the mask.
+    value:  one level for all units, or one per unit [U]; default 0 (switch off).
+    """
+
+    layer: str
+    units: tuple[int, ...]
+    mask: Tensor | None = None
+    mode: str = "remove"
+    value: Any = 0.0
+    name: str = ""
+    method: str = "dissection"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or "." not in self.layer:
+            raise ValueError(f"layer must be a style layer name such as 'b16.conv0', got {self.layer!r}")
+        if self.layer.endswith("torgb"):
+            raise ValueError(f"unit edits act on convolution layers (conv0 / conv1), not {self.layer!r}")
+        units = tuple(int(u) for u in self.units)
+        if not units or len(set(units)) != len(units) or min(units) < 0:
+            raise ValueError(f"units must be distinct non-negative channel indices, got {self.units!r}")
+        object.__setattr__(self, "units", units)
+        if self.mode not in UNIT_MODES:
+            raise ValueError(f"unknown unit edit mode {self.mode!r}; allowed: {', '.join(UNIT_MODES)}")
+        if self.mask is not None:
+            m = torch.as_tensor(self.mask, dtype=torch.float32).detach().cpu()
+            if m.ndim != 2 or min(m.shape) < 1:
+                raise ValueError(f"mask must be [H, W] at image resolution, got shape {list(m.shape)}")
+            if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+                raise ValueError("mask values must be finite and within [0, 1]")
+            if m.max() == 0:
+                raise ValueError("the mask is empty: paint the region the edit should change")
+            object.__setattr__(self, "mask", m)
+        v = torch.as_tensor(self.value, dtype=torch.float32).detach().cpu().reshape(-1)
+        if v.numel() not in (1, len(units)):
+            raise ValueError(f"value must be one number or one per unit ({len(units)}), got {v.numel()}")
+        if not torch.isfinite(v).all():
+            raise ValueError("value must be finite")
+        object.__setattr__(self, "value", v)
+        object.__setattr__(self, "name", str(self.name))
+        object.__setattr__(self, "method", str(self.method))
+
+    @property
+    def module_path(self) -> str:
+        """The nethook path of the edited layer inside the generator."""
+        return f"synthesis.{self.layer}"
+
+    def mask_at(self, h: int, w: int) -> Tensor:
+        """The mask averaged down (or up) to a feature map of [h, w]: [1, 1, h, w]."""
+        if self.mask is None:
+            return torch.ones(1, 1, h, w)
+        m = self.mask[None, None]                                          # [1, 1, H, W]
+        if m.shape[-2] % h == 0 and m.shape[-1] % w == 0:
+            return F.adaptive_avg_pool2d(m, (h, w))                        # exact area coverage
+        return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+    def apply(self, features: Tensor) -> Tensor:
+        """The edited output [N, C, h, w] of the layer (a new tensor)."""
+        n, c, h, w = features.shape
+        if max(self.units) >= c:
+            raise ValueError(f"unit {max(self.units)} does not exist: layer {self.layer} has {c} units")
+        m = self.mask_at(h, w).to(features)                               # [1, 1, h, w]
+        idx = torch.tensor(self.units, device=features.device)
+        x = features.index_select(1, idx)                                  # [N, U, h, w]
+        v = self.value.to(features).reshape(1, -1, 1, 1)                   # [1, U or 1, 1, 1]
+        if self.mode == "scale":
+            x = x * (1 + m * (v - 1))
+        else:
+            x = x * (1 - m) + m * v
+        return features.index_copy(1, idx, x)
+
+
+AnyEdit = Union[DirectionEdit, UnitEdit]
+
+
+def _active(edits: Iterable[AnyEdit], space: str) -> list[DirectionEdit]:
+    return [e for e in edits if isinstance(e, DirectionEdit) and e.space == space and e.strength != 0]
+
+
+def _check_rows(e: DirectionEdit, num_ws: int) -> None:
+    if max(e.layers) >= num_ws:
+        raise ValueError(f"edit {e.name or ''} uses ws row {max(e.layers)} but the model has rows 0 .. {num_ws - 1}")
+
+
+def apply_z(z: Tensor, edits: Iterable[AnyEdit], num_ws: int | None = None) -> Tensor:
+    """z [N, z_dim] plus the active z-space edits (a new tensor; ``z`` itself when none is active)."""
+    active = _active(edits, "z")
+    if not active:
+        return z
+    out = z.clone()
+    for e in active:
+        if num_ws is not None and e.layers != tuple(range(num_ws)):
+            raise ValueError("a z-space edit moves every ws row; use the layer range 'all' (or edit in w / s)")
+        if e.direction.numel() != z.shape[1]:
+            raise ValueError(f"z edit has dimension {e.direction.numel()}, the model's z_dim is {z.shape[1]}")
+        out += e.delta.to(out)
+    return out
+
+
+def apply_ws(ws: Tensor, edits: Iterable[AnyEdit]) -> Tensor:
+    """ws [N, num_ws, w_dim] plus the active w-space edits on their rows (``ws`` itself when none is active)."""
+    active = _active(edits, "w")
+    if not active:
+        return ws
+    out = ws.clone()
+    for e in active:
+        _check_rows(e, ws.shape[1])
+        if e.direction.numel() != ws.shape[2]:
+            raise ValueError(f"w edit has dimension {e.direction.numel()}, the model's w_dim is {ws.shape[2]}")
+        out[:, list(e.layers)] += e.delta.to(out)
+    return out
+
+
+def apply_styles(G: Generator, styles: dict[str, Tensor], edits: Iterable[AnyEdit]) -> dict[str, Tensor]:
+    """StyleSpace edits: each direction is split over the style layers fed by its rows, in synthesis order."""
+    active = _active(edits, "s")
+    if not active:
+        return styles
+    out = dict(styles)
+    for e in active:
+        _check_rows(e, G.num_ws)
+        names = style_layers_for_rows(G, e.layers)
+        sizes = [out[n].shape[1] for n in names]
+        if e.direction.numel() != sum(sizes):
+            raise ValueError(f"s edit has dimension {e.direction.numel()}, the style layers {names} have {sum(sizes)}")
+        for name, part in zip(names, e.delta.split(sizes)):
+            out[name] = out[name] + part.to(out[name])
+    return out
+
+
+def _unit_hook(edit: UnitEdit, owner: int):
+    # Hooks live on the shared generator: only the thread that installed one applies it, so concurrent
+    # renders of other users on the same model are untouched (their cache only skips the hooked blocks).
+    def hook(output: Tensor) -> Tensor | None:
+        return edit.apply(output) if threading.get_ident() == owner else None
+    return hook
+
+
+def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise_mode: str = "const",
+                  cache: SynthesisCache | None = None) -> Tensor:
+    """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
+    if _active(edits, "z"):
+        raise ValueError("z-space edits need z: use synthesize(G, z, ...) or a latent made from a seed")
+    units = [e for e in edits if isinstance(e, UnitEdit)]
+    for e in units:
+        if e.layer not in G.ws_index:
+            raise ValueError(f"unknown layer {e.layer!r}; allowed: "
+                             f"{', '.join(n for n in G.style_layers if not n.endswith('torgb'))}")
+        if e.mask is not None and tuple(e.mask.shape) != (G.img_resolution, G.img_resolution):
+            raise ValueError(f"the mask is {list(e.mask.shape)} but the model makes {G.img_resolution}x"
+                             f"{G.img_resolution} images")
+    ws = apply_ws(ws, edits)
+    owner = threading.get_ident()
+    traces = [nethook.Trace(G, e.module_path, retain_output=False, edit_output=_unit_hook(e, owner)) for e in units]
+    try:
+        if _active(edits, "s"):
+            return G.synthesis_from_styles(apply_styles(G, G.styles(ws), edits), noise_mode=noise_mode, cache=cache)
+        return G.synthesis(ws, noise_mode=noise_mode, cache=cache)
+    finally:
+        for t in traces:
+            t.close()
+
+
+def synthesize(G: Generator, z: Tensor, edits: Sequence[AnyEdit] = (), truncation_psi: float = 1.0,
+               noise_mode: str = "const", cache: SynthesisCache | None = None) -> Tensor:
+    """Image [N, 3, H, W] of ``z`` [N, z_dim] after applying ``edits`` in z, w, s, then unit edits."""
+    ws = G.mapping(apply_z(z, edits, G.num_ws), truncation_psi=truncation_psi)   # [N, num_ws, w_dim]
+    return synthesize_ws(G, ws, [e for e in edits if not (isinstance(e, DirectionEdit) and e.space == "z")],
+                         noise_mode, cache)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The current image
+
+
+ORIGIN_KINDS = ("seed", "inversion", "restoration", "optimization", "recipe")
+
+
+@dataclass(frozen=True)
+class Latent:
+    """The current image as data: which model, its W+ code, and where it came from.
+
+    ws:     [num_ws, w_dim] (W+), on the CPU.
+    origin: a small JSON-able dict: {"kind": "seed", "seed", "psi"[, "index", "n"]},
+            {"kind": "inversion", "method", "space", "steps", ...}, {"kind": "restoration", "task", ...}.
+    """
+
+    model_id: str
+    model_hash: str
+    ws: Tensor
+    origin: dict[str, Any] = field(default_factory=lambda: {"kind": "seed"})
+
+    def __post_init__(self) -> None:
+        ws = torch.as_tensor(self.ws).detach().to("cpu", torch.float32)
+        if ws.ndim != 2 or min(ws.shape) < 1:
+            raise ValueError(f"ws must be [num_ws, w_dim], got shape {list(ws.shape)}")
+        if not torch.isfinite(ws).all():
+            raise ValueError("ws must be finite (no NaN or infinity)")
+        object.__setattr__(self, "ws", ws)
+        origin = dict(self.origin)
+        if origin.get("kind") not in ORIGIN_KINDS:
+            raise ValueError(f"origin kind must be one of {', '.join(ORIGIN_KINDS)}, got {origin.get('kind')!r}")
+        json.dumps(origin)                                                 # must be JSON-able
+        object.__setattr__(self, "origin", origin)
+
+    @classmethod
+    @torch.no_grad()
+    def from_seed(cls, G: Generator, model_id: str, seed: int, psi: float = 1.0, index: int = 0,
+                  n: int = 1) -> "Latent":
+        """Sample ``index`` of ``G.sample_z(n, seed)`` mapped with truncation ``psi``."""
+        from interp.diskcache import model_hash
+
+        if not 0 <= index < n:
+            raise ValueError(f"index must be within 0 .. {n - 1}, got {index}")
+        z = G.sample_z(n, seed)[index:index + 1]
+        ws = G.mapping(z, truncation_psi=psi)[0]                          # [num_ws, w_dim]
+        origin = {"kind": "seed", "seed": int(seed), "psi": float(psi)}
+        if n > 1:
+            origin.update(index=int(index), n=int(n))
+        return cls(model_id, model_hash(G), ws, origin)
+
+    def z(self, G: Generator) -> Tensor:
+        """[1, z_dim] for a seed latent (z-space edits need it); ValueError for any other origin."""
+        if self.origin.get("kind") != "seed":
+            raise ValueError(f"z-space edits need a latent made from a seed; this image comes from "
+                             f"{self.describe()}. Edit it in w or s instead")
+        n, index = int(self.origin.get("n", 1)), int(self.origin.get("index", 0))
+        return G.sample_z(n, int(self.origin["seed"]))[index:index + 1]
+
+    def describe(self) -> str:
+        """A short text: 'seed 42, psi 0.70', 'an inversion (w+, 300 steps)', ..."""
+        o = self.origin
+        kind = o.get("kind")
+        if kind == "seed":
+            extra = f", sample {int(o['index']) + 1} of {o['n']}" if "index" in o else ""
+            return f"seed {o.get('seed')}, psi {float(o.get('psi', 1.0)):.2f}{extra}"
+        details = ", ".join(f"{k} {v}" for k, v in o.items() if k != "kind" and isinstance(v, (str, int, float)))
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" + (f" ({details})" if details else "")
+
+
+@torch.no_grad()
+def render(G: Generator, latent: Latent, edits: Sequence[AnyEdit] = (), noise_mode: str = "const",
+           cache: SynthesisCache | None = None) -> Tensor:
+    """The image [1, 3, H, W] of ``latent`` with ``edits`` stacked on it (z, then w, s, unit edits)."""
+    if tuple(latent.ws.shape) != (G.num_ws, G.w_dim):
+        raise ValueError(f"the latent has ws {list(latent.ws.shape)} but the model needs [{G.num_ws}, {G.w_dim}]")
+    device = G.mapping.w_avg.device
+    if _active(edits, "z"):
+        z = latent.z(G).to(device)
+        return synthesize(G, z, edits, float(latent.origin.get("psi", 1.0)), noise_mode, cache)
+    return synthesize_ws(G, latent.ws[None].to(device), edits, noise_mode, cache)
+
+
+class RenderSession:
+    """Per-user render state: a lock, an incremental synthesis cache and the last render's figures.
+
+    Keep one per browser session (``gr.State``); successive renders that differ only in late layers
+    (a slider on fine rows, a brush at 32x32) re-run only those layers.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache = SynthesisCache()
+        self.last_image: Tensor | None = None
+        self.last_ms: float = 0.0
+
+    def render(self, G: Generator, latent: Latent, edits: Sequence[AnyEdit] = ()) -> Tensor:
+        import time
+
+        with self.lock:
+            t0 = time.perf_counter()
+            img = render(G, latent, edits, cache=self.cache).cpu()
+            self.last_ms = (time.perf_counter() - t0) * 1000
+            self.last_image = img
+        return img
+
+
+# ----------------------------------------------------------------------------------------------------
+# Latent samples and standard deviations
+
+
+@torch.no_grad()
+def sample_latents(G: Generator, space: str, n: int, seed: int, rows: Sequence[int] | None = None,
+                   truncation_psi: float = 1.0, batch_size: int = 4096) -> Tensor:
+    """n latents [n, D] in ``space`` from ``G.sample_z(n, seed)`` (for ``s``: styles of the rows' layers)."""
+    _check_space(space)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    z = G.sample_z(n, seed)                                                # [n, z_dim]
+    if space == "z":
+        return z.cpu()
+    rows = tuple(range(G.num_ws)) if rows is None else tuple(rows)
+    names = style_layers_for_rows(G, rows)
+    out = []
+    for chunk in z.split(batch_size):
+        w = G.mapping(chunk, truncation_psi=truncation_psi)[:, 0]          # [B, w_dim]
+        if space == "w":
+            out.append(w.cpu())
+        else:
+            out.append(torch.cat([G.synthesis.layer(name).affine(w) for name in names], dim=1).cpu())
+    return torch.cat(out)
+
+
+def projection_stds(samples: Tensor, directions: Tensor) -> Tensor:
+    """Standard deviation [K] of samples [N, D] projected on each unit direction of [K, D]."""
+    if directions.ndim != 2 or samples.ndim != 2 or samples.shape[1] != directions.shape[1]:
+        raise ValueError(f"need samples [N, D] and directions [K, D], got {list(samples.shape)} and "
+                         f"{list(directions.shape)}")
+    units = directions.detach().to(samples.device, torch.float64)
+    units = units / units.norm(dim=1, keepdim=True)
+    proj = (samples.double() - samples.double().mean(0)) @ units.T          # [N, K]
+    return proj.std(0).float().clamp_min(1e-8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Recipes: the current image and its edit stack, saved as one file
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used: foreign, damaged, or made for another model."""
+
+
+METHOD_NAMES = {"sefa": "SeFa", "ganspace": "GANSpace", "interfacegan": "InterFaceGAN", "styleclip": "StyleCLIP",
+                "dissection": "Dissection brush", "clip": "CLIP"}
+
+
+def rows_text(rows: Sequence[int]) -> str:
+    """ws rows as a short text: '4-7' for a range, '0,2,5' otherwise."""
+    rows = list(rows)
+    return f"{rows[0]}-{rows[-1]}" if rows == list(range(rows[0], rows[-1] + 1)) else ",".join(map(str, rows))
+
+
+def _edit_line(e: AnyEdit) -> str:
+    who = METHOD_NAMES.get(e.method, e.method or "edit")
+    if isinstance(e, DirectionEdit):
+        name = f" '{e.name}'" if e.name else ""
+        return f"{who}{name}: {e.strength:+.2f} std in {e.space}, rows {rows_text(e.layers)}"
+    where = "everywhere" if e.mask is None else f"in a painted region ({float(e.mask.mean()):.0%} of the image)"
+    name = f" '{e.name}'" if e.name else ""
+    level = "" if e.mode != "scale" else f" x{float(e.value.mean()):.2f}"
+    return f"{who}{name}: {e.mode}{level} {len(e.units)} unit(s) of {e.layer} {where}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The current image (a :class:`Latent`) and its edit stack; re-creates the image anywhere.
+
+    ``push`` / ``undo`` / ``cleared`` return new recipes (the stack is immutable data);
+    ``save`` writes one safetensors file (every vector and mask as a tensor, the rest as JSON
+    metadata); ``load`` reads it without executing anything.
+    """
+
+    latent: Latent
+    edits: tuple[AnyEdit, ...] = ()
+
+    def __post_init__(self) -> None:
+        edits = tuple(self.edits)
+        for e in edits:
+            if not isinstance(e, (DirectionEdit, UnitEdit)):
+                raise TypeError(f"edits must be DirectionEdit or UnitEdit, got {type(e).__name__}")
+        object.__setattr__(self, "edits", edits)
+
+    @property
+    def model_id(self) -> str:
+        return self.latent.model_id
+
+    def push(self, *edits: AnyEdit) -> "Recipe":
+        return replace(self, edits=self.edits + tuple(e for e in edits if not (
+            isinstance(e, DirectionEdit) and e.strength == 0)))
+
+    def undo(self) -> "Recipe":
+        return replace(self, edits=self.edits[:-1])
+
+    def cleared(self) -> "Recipe":
+        return replace(self, edits=())
+
+    def check_model(self, model_hash: str) -> None:
+        if self.latent.model_hash != model_hash:
+            raise RecipeError(f"this image was made with model {self.latent.model_id!r} (weights "
+                              f"{self.latent.model_hash}), but the loaded model has weights {model_hash}; "
+                              "select the model it was made with")
+
+    def render(self, G: Generator, extra: Sequence[AnyEdit] = (), cache: SynthesisCache | None = None) -> Tensor:
+        """The image [1, 3, H, W]; ``extra`` edits (a tab's pending ones) go on top of the stack."""
+        from interp.diskcache import model_hash
+
+        self.check_model(model_hash(G))
+        return render(G, self.latent, self.edits + tuple(extra), cache=cache)
+
+    def summary(self) -> str:
+        """A short readable text: the source, then one line per edit."""
+        lines = [f"Image: {self.latent.describe()} from model {self.latent.model_id} "
+                 f"(weights {self.latent.model_hash[:8]})"]
+        if not self.edits:
+            lines.append("No edits yet.")
+        lines += [f"{i}. {_edit_line(e)}" for i, e in enumerate(self.edits, 1)]
+        return "\n".join(lines)
+
+    # ---- files
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"latent.ws": self.latent.ws.contiguous()}
+        meta_edits = []
+        for i, e in enumerate(self.edits):
+            if isinstance(e, DirectionEdit):
+                tensors[f"edits.{i}.direction"] = e.direction.contiguous()
+                meta_edits.append({"type": "direction", "space": e.space, "layers": list(e.layers),
+                                   "strength": e.strength, "std": e.std, "name": e.name, "method": e.method})
+            else:
+                tensors[f"edits.{i}.value"] = e.value.contiguous()
+                if e.mask is not None:
+                    tensors[f"edits.{i}.mask"] = e.mask.contiguous()
+                meta_edits.append({"type": "unit", "layer": e.layer, "units": list(e.units), "mode": e.mode,
+                                   "name": e.name, "method": e.method})
+        meta = {"format": RECIPE_FORMAT, "model_id": self.latent.model_id, "model_hash": self.latent.model_hash,
+                "origin": json.dumps(self.latent.origin), "edits": json.dumps(meta_edits),
+                "summary": self.summary()}
+        save_file(tensors, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected_hash: str | None = None) -> "Recipe":
+        """Read a recipe file; ``expected_hash`` (the loaded model's) refuses recipes of other weights."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        label = path.name
+        if not path.is_file():
+            raise RecipeError(f"recipe file {str(path)!r} does not exist")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{label!r} is {path.stat().st_size / 2**20:.0f} MiB; recipes are small "
+                              f"(at most {MAX_RECIPE_BYTES // 2**20} MiB)")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = dict(f.metadata() or {})
+                if meta.get("format") != RECIPE_FORMAT:
+                    what = f"format {meta['format']!r}" if meta.get("format") else "no recipe metadata"
+                    raise RecipeError(f"{label!r} has {what}, not a recipe (format {RECIPE_FORMAT!r}); save one "
+                                      "with the Recipe panel's download button")
+                tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+        except RecipeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for damaged files
+            raise RecipeError(f"{label!r} is not a readable safetensors file (truncated or corrupted): "
+                              f"{str(exc)[:160]}") from None
+        try:
+            latent = Latent(meta["model_id"], meta["model_hash"], tensors["latent.ws"], json.loads(meta["origin"]))
+            edits: list[AnyEdit] = []
+            for i, d in enumerate(json.loads(meta["edits"])):
+                if d["type"] == "direction":
+                    edits.append(DirectionEdit(tensors[f"edits.{i}.direction"], d["space"], tuple(d["layers"]),
+                                               d["strength"], d["std"], d.get("name", ""), d.get("method", "")))
+                elif d["type"] == "unit":
+                    edits.append(UnitEdit(d["layer"], tuple(d["units"]), tensors.get(f"edits.{i}.mask"), d["mode"],
+                                          tensors[f"edits.{i}.value"], d.get("name", ""), d.get("method", "")))
+                else:
+                    raise ValueError(f"edit {i} has unknown type {d['type']!r}; allowed: direction, unit")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RecipeError(f"{label!r} has damaged or inconsistent contents: {exc}") from None
+        recipe = cls(latent, tuple(edits))
+        if expected_hash is not None:
+            recipe.check_model(expected_hash)
+        return recipe
