@@ -80,10 +80,14 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
                 scale=2,
             )
             about = gr.Markdown(_describe(zoo, picked.default))
-        preload = gr.Markdown(lambda: preload_markdown(zoo), visible=bool(zoo.preload_status()))
-        preload_timer = gr.Timer(2.0, active=preload_pending(zoo))  # stops once nothing is downloading
-        preload_timer.tick(lambda: (preload_markdown(zoo), gr.Timer(active=preload_pending(zoo))), None,
-                           [preload, preload_timer], api_visibility="private", queue=False)
+        preload = gr.Markdown(preload_markdown(zoo), visible=bool(zoo.preload_status()))
+        preload_timer = gr.Timer(2.0, active=False)  # ticks while a start-up download runs
+
+        def show_preload() -> tuple[str, gr.Timer]:
+            return preload_markdown(zoo), gr.Timer(active=preload_pending(zoo))
+
+        for event in (demo.load, preload_timer.tick):  # plumbing, not in the API
+            event(show_preload, None, [preload, preload_timer], api_visibility="private", queue=False)
         note = picked.note_markdown()
         if note:
             with gr.Accordion("Models that cannot be used", open=not picked.choices):

@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "AppContext",
-    "IntSlider",
+    "int_slider",
     "ModelChoices",
     "check_float",
     "check_int",
@@ -193,18 +193,15 @@ def get_generator(ctx: AppContext, model_id: str | None) -> Generator:
 # --------------------------------------------------------------- components
 
 
-class IntSlider(gr.Slider):
-    """A slider of whole numbers: the API types it ``integer`` and the handler receives an int."""
+def int_slider(*args: Any, **kwargs: Any) -> gr.Slider:
+    """A ``gr.Slider`` of whole numbers that the API types ``integer`` (handlers still check with check_int).
 
-    def get_block_name(self) -> str:
-        return "slider"
-
-    def api_info(self) -> dict[str, Any]:
-        return {**super().api_info(), "type": "integer"}
-
-    def preprocess(self, payload: float | None) -> int | None:
-        value = super().preprocess(payload)
-        return int(round(value)) if value is not None and math.isfinite(value) else value
+    (Not a subclass: Gradio writes a ``.pyi`` stub next to the module of every Component subclass.)
+    """
+    slider = gr.Slider(*args, **kwargs)
+    info = {**slider.api_info(), "type": "integer"}
+    slider.api_info = lambda: info                                        # type: ignore[method-assign]
+    return slider
 
 
 # --------------------------------------------------------------- errors

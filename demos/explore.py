@@ -28,7 +28,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from demos.common import AppContext, IntSlider, check_float, check_int, get_generator, gpu, user_error
+from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.directions import DirectionFileError, DirectionSet, load_directions, save_directions
@@ -233,7 +233,7 @@ def build(ctx: AppContext) -> None:
             with gr.Row(visible=False) as custom_row:
                 start = gr.Number(value=0, label="First ws row", precision=0, minimum=0)
                 end = gr.Number(value=3, label="Last ws row", precision=0, minimum=0)
-            k = IntSlider(1, K_MAX, value=6, step=1, label="Number of directions")
+            k = int_slider(1, K_MAX, value=6, step=1, label="Number of directions")
             use_clip = gr.Checkbox(value=True, label="Name directions with CLIP")
             with gr.Accordion("CLIP vocabulary (one phrase per line; 'positive | negative' for pairs)", open=False):
                 vocabulary = gr.Textbox("\n".join(naming.default_vocabulary(ctx.model.value)), lines=8,
@@ -252,8 +252,8 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             g_index = gr.Number(value=0, label="Direction", precision=0, minimum=0, maximum=K_MAX - 1)
             g_max = gr.Slider(0.5, STRENGTH, value=3.0, step=0.5, label="Largest strength (std)")
-            g_steps = IntSlider(2, MAX_GRID_STRENGTHS, value=5, step=1, label="Strengths")
-            g_samples = IntSlider(0, MAX_GRID_SAMPLES, value=2, step=1, label="Other samples (seeds 1, 2, ...)")
+            g_steps = int_slider(2, MAX_GRID_STRENGTHS, value=5, step=1, label="Strengths")
+            g_samples = int_slider(0, MAX_GRID_SAMPLES, value=2, step=1, label="Other samples (seeds 1, 2, ...)")
         grid_btn = gr.Button("Show grid")
         grid_img = gr.Image(label="Rows: the current image, then other samples; columns: strength", type="pil",
                             format="png", interactive=False)

@@ -15,7 +15,7 @@ import random
 import gradio as gr
 import torch
 
-from demos.common import AppContext, IntSlider, check_float, check_int, get_generator, gpu
+from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider
 from demos.current import publish
 from interp.edit import Latent, Recipe
 from interp.imaging import grid_image
@@ -73,7 +73,7 @@ def build(ctx: AppContext) -> None:
                 dice = gr.Button("Random seed", scale=0)
             psi = gr.Slider(*PSI_RANGE, value=0.7, step=0.05, label="Truncation psi",
                             info="Lower: more typical samples, less variety (1 = no truncation).")
-            count = IntSlider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")
+            count = int_slider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")
             run = gr.Button("Generate", variant="primary")
             gr.Markdown("Generating makes sample 1 the **current image** (shown above every tab). "
                         "To edit another sample, pick its number:")

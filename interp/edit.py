@@ -218,7 +218,9 @@ class DirectionEdit:
         norm = d.norm()
         if not torch.isfinite(norm) or norm == 0:
             raise ValueError("direction must be finite and non-zero")
-        object.__setattr__(self, "direction", d / norm)
+        if abs(float(norm) - 1) > 1e-6:                                   # unit vectors stay bit for bit (round trips)
+            d = d / norm
+        object.__setattr__(self, "direction", d)
         layers = tuple(int(r) for r in self.layers)
         if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
             raise ValueError(f"layers must be distinct non-negative ws rows, got {self.layers!r}")
@@ -461,8 +463,7 @@ class Latent:
 
         if not 0 <= index < n:
             raise ValueError(f"index must be within 0 .. {n - 1}, got {index}")
-        z = G.sample_z(n, seed)[index:index + 1]
-        ws = G.mapping(z, truncation_psi=psi)[0]                          # [num_ws, w_dim]
+        ws = G.mapping(G.sample_z(n, seed), truncation_psi=psi)[index]   # [num_ws, w_dim], as in the batch
         origin = {"kind": "seed", "seed": int(seed), "psi": float(psi)}
         if n > 1:
             origin.update(index=int(index), n=int(n))

@@ -37,7 +37,7 @@ def test_builds_without_any_model(tmp_path, monkeypatch):
 
 
 def test_common_helpers_roundtrip_and_grid():
-    from demos.common import grid_image, pil_to_tensor, tensor_to_pil
+    from interp.imaging import grid_image, pil_to_tensor, tensor_to_pil
 
     x = torch.linspace(-1, 1, 3 * 8 * 8).reshape(1, 3, 8, 8)  # [1, 3, H, W]
     back = pil_to_tensor(tensor_to_pil(x))
@@ -106,14 +106,14 @@ def test_generate_endpoint_with_gradio_client(running_app, tmp_path, tiny_genera
     client = Client(running_app, verbose=False, download_files=str(tmp_path / "downloads"))
     res = tiny_generator.img_resolution
 
-    path = client.predict("tiny32", 7, 0.7, 1, api_name="/generate")
+    path, current, summary = client.predict("tiny32", 7, 0.7, 1, api_name="/generate")
     with Image.open(path) as img:
         assert img.size == (res, res) and img.mode == "RGB"
         single = torch.from_numpy(np.asarray(img).copy())
+    assert np.array_equal(np.asarray(Image.open(current)), single.numpy())    # it became the current image
+    assert summary.startswith("Image: seed 7, psi 0.70 from model tiny32")
 
-    opened = client.predict("tiny32", 7, 0.7, 1, api_name="/generate_on_load")   # what a page shows on opening
-    assert np.array_equal(np.asarray(Image.open(opened)), np.asarray(Image.open(path)))
-    path = client.predict("tiny32", 7, 0.7, 4, api_name="/generate")  # 4 samples -> a 2x2 grid
+    path, current, _ = client.predict("tiny32", 7, 0.7, 4, api_name="/generate")  # 4 samples -> a 2x2 grid
     with Image.open(path) as img:
         assert img.size == (2 * res, 2 * res)
         grid = torch.from_numpy(np.asarray(img).copy())
@@ -167,9 +167,11 @@ def test_preload_note_and_flag(monkeypatch, tmp_path):
     zoo._preload["ffhq256-nv"] = "failed: the Hugging Face Hub is unreachable (HF_HUB_OFFLINE is set)."
     assert "failed: the Hugging Face Hub is unreachable" in preload_markdown(zoo) and not preload_pending(zoo)
 
-    demo = app.build_demo(zoo, "cpu")  # the refresh timer is plumbing, not a public endpoint
-    timers = [fn for fn in demo.fns.values() if any(t[1] == "tick" for t in fn.targets)]
-    assert len(timers) == 1 and timers[0].api_visibility == "private"
+    demo = app.build_demo(zoo, "cpu")  # the note's refresh (page load, timer) is plumbing, not a public endpoint
+    refresh = [fn for fn in demo.fns.values() if any(t[1] in ("tick", "load") for t in fn.targets)
+               and getattr(fn.fn, "__name__", "") == "show_preload"]
+    assert sorted(t[1] for fn in refresh for t in fn.targets) == ["load", "tick"]
+    assert all(fn.api_visibility == "private" for fn in refresh)
 
 
 def test_device_flag_exits_with_the_allowed_values():

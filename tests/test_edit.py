@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -10,8 +9,8 @@ import torch
 from interp import diskcache
 from interp.directions import DirectionFileError, DirectionSet, load_directions, save_directions
 from interp.methods import sefa
-from interp.edit import (DirectionEdit, EditRecipe, apply_ws, layer_rows, projection_stds, render_recipe,
-                                 sample_latents, style_layers_for_rows, synthesize)
+from interp.edit import (DirectionEdit, Latent, Recipe, RecipeError, RenderSession, UnitEdit, apply_ws, layer_rows,
+                         projection_stds, render, sample_latents, style_layers_for_rows, synthesize, synthesize_ws)
 from interp.models.stylegan2 import SynthesisCache
 
 
@@ -65,8 +64,8 @@ def test_w_edit_moves_only_its_rows_and_equals_the_s_edit(tiny_generator):
         s_dir = torch.cat([G.synthesis.layer(n).affine.weight * G.synthesis.layer(n).affine.weight_gain @ e.delta
                            for n in names])
         s_edit = DirectionEdit(s_dir, "s", rows, 1.5, std=float(s_dir.norm()) / 1.5)
-        img_w = synthesize(G, None, [e], ws=ws)
-        img_s = synthesize(G, None, [s_edit], ws=ws)
+        img_w = synthesize_ws(G, ws, [e])
+        img_s = synthesize_ws(G, ws, [s_edit])
     assert torch.allclose(img_w, img_s, atol=1e-4)
 
 
@@ -110,27 +109,114 @@ def _direction_set(G, k=3):
                                model_hash=diskcache.model_hash(G), params={"normalize": True})
 
 
-def test_recipe_json_recreates_the_image(tiny_generator):
+def _stack(G):
+    """A W edit, an S edit and a unit edit (masked, at a middle layer) on a seed latent."""
+    rows = layer_rows(G, "middle")
+    s_dim = sum(G.synthesis.layer(n).affine.weight.shape[0] for n in style_layers_for_rows(G, rows))
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.zeros(G.img_resolution, G.img_resolution)
+    mask[4:20, 8:24] = 1.0
+    return [DirectionEdit(torch.randn(G.w_dim, generator=gen), "w", layer_rows(G, "coarse"), 1.5, 0.8, "tilt", "sefa"),
+            DirectionEdit(torch.randn(s_dim, generator=gen), "s", rows, -2.0, 0.5, "", "styleclip"),
+            UnitEdit("b16.conv0", (0, 3, 5), mask, "add", [1.0, 2.0, 3.0], "glasses")]
+
+
+def test_render_without_edits_is_synthesis_exactly(tiny_generator):
     G = tiny_generator
-    ds = _direction_set(G)
-    edits = tuple(ds.edits([2.0, 0.0, -1.0]))
-    assert [e.strength for e in edits] == [2.0, -1.0]                     # zero strengths are left out
-    recipe = EditRecipe("tiny32", diskcache.model_hash(G), 5, 0.7, edits)
-    text = recipe.to_json()
-    again = EditRecipe.from_json(text)
+    latent = Latent.from_seed(G, "tiny32", 7, 0.7)
     with torch.no_grad():
-        expected = synthesize(G, G.sample_z(1, 5), list(edits), truncation_psi=0.7)
-        assert torch.equal(render_recipe(G, again, diskcache.model_hash(G)), expected)
-    with pytest.raises(ValueError, match="was made for model 'tiny32'"):
-        render_recipe(G, again, "0" * 16)
-    with pytest.raises(ValueError, match="not valid JSON"):
-        EditRecipe.from_json("{")
-    with pytest.raises(ValueError, match="not an edit recipe"):
-        EditRecipe.from_json(json.dumps({"seed": 1}))
-    bad = json.loads(text)
-    bad["edits"][0]["space"] = "x"
-    with pytest.raises(ValueError, match="unknown latent space"):
-        EditRecipe.from_json(json.dumps(bad))
+        assert torch.equal(render(G, latent, []), G.synthesis(latent.ws[None]))
+        assert torch.equal(latent.ws, G.mapping(G.sample_z(1, 7), truncation_psi=0.7)[0])
+    third = Latent.from_seed(G, "tiny32", 7, 0.7, index=2, n=4)
+    with torch.no_grad():
+        assert torch.equal(third.ws, G.mapping(G.sample_z(4, 7), truncation_psi=0.7)[2])
+
+
+def test_stacked_edits_survive_a_recipe_round_trip(tiny_generator, tmp_path):
+    G = tiny_generator
+    latent = Latent.from_seed(G, "tiny32", 3, 0.7)
+    edits = _stack(G)
+    recipe = Recipe(latent).push(*edits)
+    with torch.no_grad():
+        image = recipe.render(G)
+        assert not torch.equal(image, Recipe(latent).push(*edits[:2]).render(G))   # the unit edit does something
+        path = recipe.save(tmp_path / "r.safetensors")
+        back = Recipe.load(path, expected_hash=diskcache.model_hash(G))
+        assert torch.equal(back.render(G), image)
+    assert back.summary() == recipe.summary()
+    lines = recipe.summary().splitlines()
+    assert lines[0].startswith("Image: seed 3, psi 0.70 from model tiny32")
+    assert lines[1] == "1. SeFa 'tilt': +1.50 std in w, rows 0-2"
+    assert lines[2].startswith("2. StyleCLIP: -2.00 std in s, rows")
+    assert lines[3].startswith("3. Dissection brush 'glasses': add 3 unit(s) of b16.conv0 in a painted region (25%")
+    assert [type(e).__name__ for e in recipe.undo().edits] == ["DirectionEdit", "DirectionEdit"]
+    assert recipe.cleared().edits == ()
+
+
+def test_recipes_of_other_models_and_damaged_files_are_refused(tiny_generator, tmp_path):
+    G = tiny_generator
+    recipe = Recipe(Latent.from_seed(G, "tiny32", 3, 0.7), tuple(_stack(G)[:1]))
+    path = recipe.save(tmp_path / "r.safetensors")
+    with pytest.raises(RecipeError, match="made with model 'tiny32'"):
+        Recipe.load(path, expected_hash="0" * 16)
+    other = copy.deepcopy(G)
+    with torch.no_grad():
+        other.synthesis.b4.conv1.bias += 1
+    with pytest.raises(RecipeError, match="made with model 'tiny32'"):
+        recipe.render(other)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(RecipeError, match="truncated or corrupted"):
+        Recipe.load(broken)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "interp.directions/1"})
+    with pytest.raises(RecipeError, match="not a recipe"):
+        Recipe.load(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="finite"):
+        Latent("tiny32", "x", torch.full((G.num_ws, G.w_dim), float("nan")))
+
+
+def test_unit_edits_apply_inside_the_mask_and_reuse_the_cache(tiny_generator):
+    G = tiny_generator
+    latent = Latent.from_seed(G, "tiny32", 5, 1.0)
+    mask = torch.zeros(32, 32)
+    mask[0:4, 4:8] = 1.0                                      # exactly cell (0, 1) of an 8x8 feature map
+    e = UnitEdit("b8.conv1", (1, 2), mask, "remove")
+    assert torch.equal(e.mask_at(8, 8)[0, 0].nonzero(), torch.tensor([[0, 1]]))
+    assert e.mask_at(4, 4)[0, 0, 0, 0] == 0.25 and e.mask_at(4, 4).sum() == 0.25
+    assert e.mask_at(16, 16)[0, 0, 0:2, 2:4].eq(1).all() and e.mask_at(16, 16).sum() == 4
+    features = torch.randn(1, 4, 8, 8)
+    out = e.apply(features)
+    assert (out[0, 1:3, 0, 1] == 0).all() and torch.equal(out[0, :, 1:], features[0, :, 1:])
+    assert torch.equal(out[0, 0], features[0, 0]) and torch.equal(out[0, 3], features[0, 3])
+    session = RenderSession()
+    with torch.no_grad():
+        full = render(G, latent, [e])
+        session.render(G, latent, [])
+        hits = session.cache.hits
+        assert torch.equal(session.render(G, latent, [e]), full)
+        assert session.cache.hits > hits                        # the blocks below b8 were reused
+    with pytest.raises(ValueError, match="the mask is empty"):
+        UnitEdit("b8.conv1", (1,), torch.zeros(32, 32))
+    with pytest.raises(ValueError, match="unknown unit edit mode 'paint'; allowed: remove, add, scale"):
+        UnitEdit("b8.conv1", (1,), None, "paint")
+    with pytest.raises(ValueError, match="unknown layer 'b64.conv0'"):
+        render(G, latent, [UnitEdit("b64.conv0", (1,))])
+    with pytest.raises(ValueError, match="unit 99 does not exist"):
+        render(G, latent, [UnitEdit("b8.conv1", (99,))])
+    assert not any(m._forward_hooks for m in G.modules())     # hooks are always removed
+
+
+def test_z_edits_need_a_seed_latent(tiny_generator):
+    G = tiny_generator
+    e = DirectionEdit(torch.randn(G.z_dim), "z", tuple(range(G.num_ws)), 1.0)
+    seed_latent = Latent.from_seed(G, "tiny32", 2, 0.7)
+    with torch.no_grad():
+        assert torch.equal(render(G, seed_latent, [e]), synthesize(G, G.sample_z(1, 2), [e], truncation_psi=0.7))
+    inverted = Latent("tiny32", seed_latent.model_hash, seed_latent.ws, {"kind": "inversion", "space": "w+"})
+    with pytest.raises(ValueError, match="z-space edits need a latent made from a seed"):
+        render(G, inverted, [e])
 
 
 def test_direction_files_roundtrip_and_refusals(tiny_generator, tiny_checkpoint, tmp_path):
