@@ -4,7 +4,7 @@
 
 1. SeFa directions on a 1024x1024-size generator (random weights)               target < 1 s
 2. GANSpace, 10,000 samples on the built-in model (disk cache off)              target < 30 s
-3. slider -> image, server-side compute (demos.explore.render_image)            target <= 15 ms
+3. slider -> image, server-side compute (RenderSession.render + PIL)            target <= 15 ms
 4. slider -> image through gradio_client vs a no-compute echo endpoint          target <= 1.3x
 5. ground truth: CLIP names vs dominant true factor, top SeFa directions        target >= 60 %;
    and the Z / W / S disentanglement summary (GANSpace PCA in each, plus SeFa)
@@ -93,25 +93,27 @@ def bench_ganspace(G: Generator, repeat: int) -> None:
 
 
 def _directions(G: Generator, model_id: str, preset: str, k: int = 6):
-    from demos.explore import compute_directions
+    from interp.explore import compute_directions
 
     return compute_directions(G, model_id or "random", "sefa", layer_rows(G, preset), k, preset)
 
 
 def bench_server(G: Generator, model_id: str, steps: int) -> None:
-    from demos.explore import RenderSession, render_image
+    from interp.edit import Latent, RenderSession
+    from interp.imaging import tensor_to_pil
 
-    print(f"[3] slider -> image, server-side (render_image: latent, edit, cached synthesis, PIL), "
+    print(f"[3] slider -> image, server-side (the current image + the slider's edit, cached synthesis, PIL), "
           f"{torch.get_num_threads()} torch threads")
+    latent = Latent.from_seed(G, model_id or "random", 7, 0.7)
     for preset in ("all", "middle", "fine"):
         ds = _directions(G, model_id, preset)
         session = RenderSession()
-        render_image(G, session, ds.model_id, 7, 0.7, ds, [0.0] * ds.k, "cpu")  # warm: base latent + cache
+        session.render(G, latent, [])                                       # warm: the cache holds every block
         times = []
         for i in range(steps):                                              # a drag of slider #0
             strengths = [3.0 * (i / steps) - 1.5] + [0.0] * (ds.k - 1)
             t0 = time.perf_counter()
-            render_image(G, session, ds.model_id, 7, 0.7, ds, strengths, "cpu")
+            tensor_to_pil(session.render(G, latent, ds.edits(strengths))[0])
             times.append(time.perf_counter() - t0)
         print(f"    layer range {preset:6s}: median {median_ms(times):6.1f} ms, p90 "
               f"{sorted(times)[int(0.9 * len(times))] * 1000:6.1f} ms (target <= 15 ms)")
@@ -139,18 +141,19 @@ def bench_client(G: Generator, model_path: Path | None, steps: int) -> None:
         _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
         try:
             client = Client(url, verbose=False, download_files=str(Path(tmp) / "dl"))
-            client.predict(model_id, "SeFa", "fine", 0, 0, 6, "", False, 0.7, api_name="/explore_find_directions")
+            client.predict(model_id, 7, 0.7, 1, api_name="/generate")              # the current image
+            client.predict(model_id, "SeFa", "fine", 0, 0, 6, "", False, api_name="/explore_find_directions")
             zeros = [0.0] * 9
             for _ in range(3):
-                client.predict(model_id, 7, 0.7, 1.0, *zeros, api_name="/explore_render")
-                client.predict(model_id, 7, 0.7, 1.0, *zeros, api_name="/explore_echo")
+                client.predict(model_id, 1.0, *zeros, api_name="/explore_render")
+                client.predict(model_id, 1.0, *zeros, api_name="/explore_echo")
             render, echo = [], []
             for i in range(steps):                                          # interleaved: same conditions
                 value = round(3.0 * (i / steps) - 1.5, 1)
                 t0 = time.perf_counter()
-                client.predict(model_id, 7, 0.7, value, *zeros, api_name="/explore_render")
+                client.predict(model_id, value, *zeros, api_name="/explore_render")
                 t1 = time.perf_counter()
-                client.predict(model_id, 7, 0.7, value, *zeros, api_name="/explore_echo")
+                client.predict(model_id, value, *zeros, api_name="/explore_echo")
                 t2 = time.perf_counter()
                 render.append(t1 - t0)
                 echo.append(t2 - t1)
