@@ -43,7 +43,9 @@ _LOCK = threading.Lock()
 def _device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cpu")
-    dev = torch.device(device)
+    from interp.devices import resolve_device
+
+    dev = torch.device(resolve_device(device))
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev

@@ -81,9 +81,9 @@ def load_weights(model: torch.nn.Module, stem: Path) -> torch.nn.Module:
 # ----------------------------------------------------------------------------- training helpers
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from interp.devices import resolve_device
+
+    return torch.device(resolve_device(name))
 
 
 def seed_everything(seed: int) -> None:
