@@ -17,6 +17,7 @@ import subprocess
 import sys
 import types
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -532,3 +533,17 @@ def test_malformed_records_give_clear_errors(tmp_path):
     record = generator_to_nvidia_layout(Generator(TINY))            # a broadcast view far bigger than its data
     record.state["_modules"]["mapping"].state["_buffers"]["w_avg"] = torch.zeros(1).expand(10**9)
     assert_clear_error(write_pickle(tmp_path / "huge.pkl", {"G_ema": record}), "more elements than its storage")
+
+    record = generator_to_nvidia_layout(Generator(TINY))            # the same view smuggled in through BUILD
+    record.state["_modules"]["mapping"].state["_buffers"]["w_avg"] = _RepointedTensor()
+    assert_clear_error(write_pickle(tmp_path / "build.pkl", {"G_ema": record}), "followed by extra state")
+
+
+class _RepointedTensor:
+    """Pickles as a valid 4-float tensor followed by BUILD with (storage, 0, (10**9,), (0,)): without the
+    BUILD check, Tensor.__setstate__ would call set_ and make a 10**9-element view of 4 floats."""
+
+    def __reduce__(self):
+        storage = torch.zeros(4).storage()
+        return (GlobalRef("torch._utils", "_rebuild_tensor_v2"), (storage, 0, (4,), (1,), False, OrderedDict()),
+                (storage, 0, (10**9,), (0,)))

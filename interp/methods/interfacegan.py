@@ -462,6 +462,7 @@ class Samples:
     precision: str = "float32"           # how the scored images were rendered
     seconds: float = 0.0                 # time spent scoring (0: read from the disk cache)
     cached: bool = False
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)   # whitening, computed once
 
     def __post_init__(self) -> None:
         _check_space(self.space)
@@ -491,7 +492,7 @@ class Samples:
         """The same samples and scores with codes in another space (no re-scoring: only the mapping runs)."""
         rows = _rows(G, space, rows)
         codes = latent_codes(G, space, self.n, self.seed, self.psi, rows)
-        return replace(self, codes=codes, space=space, rows=rows)
+        return replace(self, codes=codes, space=space, rows=rows, _memo={})
 
     def cache_params(self) -> dict[str, Any]:
         return {"model": self.model_hash, "scorer": self.scorer_id, "n": self.n, "seed": self.seed, "psi": self.psi,
@@ -737,14 +738,42 @@ def _fit_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int):
     return clf
 
 
+def _whitening(samples: Samples, whiten: bool) -> tuple[Tensor, Tensor, np.ndarray]:
+    """(mean [D], M [D, r], features [n, r]) with features = (codes - mean) @ M; memoised on the samples.
+
+    whiten: M maps to PCA-whitened coordinates (r = the codes' rank: S and W+ codes have rank w_dim);
+    else M is the identity (centred codes).
+    """
+    key = ("whiten", whiten)
+    if key not in samples._memo:
+        xc = samples.codes.double() - samples.codes.double().mean(0)      # [n, D]
+        if not whiten:
+            m = torch.eye(xc.shape[1], dtype=torch.float64)
+            feats = xc
+        else:
+            cov = xc.T @ xc / max(samples.n - 1, 1)                        # [D, D]
+            var, vecs = torch.linalg.eigh(cov)
+            keep = var > var.max() * 1e-9
+            m = vecs[:, keep] / var[keep].sqrt()                           # [D, r]
+            feats = xc @ m                                                 # [n, r]
+        samples._memo[key] = (samples.codes.double().mean(0), m, feats.numpy())
+    return samples._memo[key]
+
+
 def train_boundary(samples: Samples, attribute: str | None, ratio: float = 0.02, split: float = 0.7, seed: int = 0,
-                   C: float = 1.0) -> Boundary:
+                   C: float = 1.0, whiten: bool = True) -> Boundary:
     """A linear SVM boundary for ``attribute`` (a column of ``samples.scores``).
 
     Continuous and binary attributes: the top and bottom ``ratio`` of the samples by score are the
     positives and negatives. Categorical classes (``hair_color=blond``), one-vs-rest: the samples
     ranked by how much that class's probability beats every other class's. Each side is shuffled
     (``seed``) and split ``split`` / ``1 - split`` into training and validation.
+
+    whiten: fit the SVM on PCA-whitened codes (over all samples) and map its normal back. Latent
+    spaces are anisotropic, and a max-margin separator of the extremes tilts towards their
+    low-variance directions; whitened, the normal is the attribute's gradient for a linear
+    attribute (a planted ``w @ v`` gives ``v``). False: the SVM on the raw (centred) codes, as in
+    the original InterFaceGAN.
     """
     if not attribute:
         raise ValueError(f"choose an attribute; available: {', '.join(samples.attributes)}")
@@ -779,9 +808,7 @@ def train_boundary(samples: Samples, attribute: str | None, ratio: float = 0.02,
     n_tr = max(1, min(int(pos.numel() * split), pos.numel() - 1))
     train_idx = torch.cat([pos[:n_tr], neg[:n_tr]])
     val_idx = torch.cat([pos[n_tr:], neg[n_tr:]])
-    codes = samples.codes.double()
-    mean = codes[train_idx].mean(0)
-    x = (codes - mean).numpy()                                            # centred: the intercept is unpenalised
+    mean, to_code, x = _whitening(samples, whiten)                        # x: [n, r] (whitened) or [n, D]
     y = np.zeros(n, dtype=np.int64)
     y[pos.numpy()] = 1
     clf = _fit_svm(x[train_idx.numpy()], y[train_idx.numpy()], C, seed)
@@ -796,7 +823,7 @@ def train_boundary(samples: Samples, attribute: str | None, ratio: float = 0.02,
         rem_acc = float(((clf.decision_function(x[middle.numpy()]) > 0) == truth).mean())
     else:
         rem_acc = float("nan")
-    coef = torch.from_numpy(clf.coef_.reshape(-1)).double()
+    coef = to_code @ torch.from_numpy(clf.coef_.reshape(-1)).double()     # [D]: back to code coordinates
     norm = coef.norm()
     normal = coef / norm
     offset = float(clf.intercept_[0] / norm - normal @ mean)
@@ -815,8 +842,8 @@ def _edit_std(samples: Samples, direction: Tensor) -> float:
 
 
 def train_boundaries(samples: Samples, attributes: Sequence[str] | None = None, ratio: float = 0.02,
-                     split: float = 0.7, seed: int = 0, C: float = 1.0, progress: Progress | None = None,
-                     cache: bool = True) -> list[Boundary]:
+                     split: float = 0.7, seed: int = 0, C: float = 1.0, whiten: bool = True,
+                     progress: Progress | None = None, cache: bool = True) -> list[Boundary]:
     """:func:`train_boundary` for several attributes (default: every column), cached on disk with ``cache``.
 
     The cache key is the samples' provenance (model hash, scorer, n, seed, psi, precision, space,
@@ -832,7 +859,7 @@ def train_boundaries(samples: Samples, attributes: Sequence[str] | None = None, 
     key = None
     if use_cache:
         params = {"v": CACHE_VERSION, **samples.cache_params(), "attributes": attributes, "ratio": ratio,
-                  "split": split, "seed": seed, "C": C}
+                  "split": split, "seed": seed, "C": C, "whiten": whiten}
         key = diskcache.make_key(samples.model_hash, params)
         hit = diskcache.load(BOUNDARY_CACHE, key)
         if hit is not None:
@@ -846,7 +873,7 @@ def train_boundaries(samples: Samples, attributes: Sequence[str] | None = None, 
                 pass                                                      # damaged entry: recompute
     out = []
     for i, a in enumerate(attributes):
-        out.append(train_boundary(samples, a, ratio, split, seed, C))
+        out.append(train_boundary(samples, a, ratio, split, seed, C, whiten))
         _report(progress, (i + 1) / len(attributes), f"trained {i + 1} / {len(attributes)} boundaries ({a})")
     if use_cache and key is not None:
         try:

@@ -199,8 +199,20 @@ def _allowed_summary() -> str:
     return ", ".join(names) + " and torch dtypes"
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """`pickle.Unpickler` whose `find_class` hands out only the data builders above."""
+class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so that BUILD can be checked
+    """An unpickler whose `find_class` hands out only the data builders above, and whose BUILD opcode
+    never reaches a tensor: `Tensor.__setstate__` would call `set_` with any size and stride, a view
+    that `_rebuild_tensor_v2`'s storage check never saw (e.g. 10**9 elements over 4 floats)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        if isinstance(self.stack[-2], torch.Tensor):
+            raise CheckpointError("a tensor in the pickle is followed by extra state (the BUILD opcode) that would "
+                                  "re-point it at other memory; NVIDIA network pickles never do this, refusing it")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names written by protocols 0-2 (`__builtin__.set`), as pickle's own find_class maps them.
