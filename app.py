@@ -33,11 +33,14 @@ import gradio as gr
 
 import demos
 import demos.current
-from demos.common import AppContext, model_choices, preload_markdown, preload_pending
+from demos.common import AppContext, model_choices, preload_markdown, preload_pending, public_text
 from interp import devices
 from interp.zoo import REGISTRY_PATH, Zoo
 
 DEFAULT_QUEUE_SIZE = 32
+# Gradio's cache of uploaded and returned files: every 15 minutes, files older than an hour are deleted
+# (an open page keeps working for an hour; a long-lived public Space does not fill its disk).
+DELETE_CACHE = (15 * 60, 60 * 60)
 
 INTRO = """# Interpretable GANs
 Steer a pretrained StyleGAN2 with controls a person understands. Every control is also an API:
@@ -69,7 +72,7 @@ def build_zoo(models: str | None = None, registry: str | os.PathLike = REGISTRY_
 def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
     """Assemble the Blocks: header, model picker, one tab per module in demos.TABS."""
     picked = model_choices(zoo)
-    with gr.Blocks(title="Interpretable GANs") as demo:
+    with gr.Blocks(title="Interpretable GANs", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             model = gr.Dropdown(
@@ -105,11 +108,12 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
 
 
 def _describe(zoo: Zoo, model_id: str | None) -> str:
+    """The model's name, format, source and description, as a visitor may see them (no server paths)."""
     if not model_id or model_id not in zoo:
         return "No model selected."
     entry = zoo.get_entry(model_id)
     res = f"{entry.resolution}x{entry.resolution}, " if entry.resolution else ""
-    return f"**{entry.name}** ({res}`{entry.format}`, source `{entry.source}`)  \n{entry.description}"
+    return public_text(f"**{entry.name}** ({res}`{entry.format}`, source `{entry.source}`)  \n{entry.description}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

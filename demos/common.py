@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 # `spaces` must be imported before anything initialises CUDA on ZeroGPU Spaces.
@@ -32,11 +40,14 @@ __all__ = [
     "ModelChoices",
     "check_float",
     "check_int",
+    "export_path",
     "get_generator",
     "gpu",
+    "int_number",
     "model_choices",
     "preload_markdown",
     "preload_pending",
+    "public_text",
     "user_error",
     "ZEROGPU",
 ]
@@ -94,7 +105,7 @@ class ModelChoices:
     unavailable: list[tuple[ModelEntry, str]]
 
     def note_markdown(self) -> str:
-        """A Markdown note on the models that cannot be used, and how to add one."""
+        """A Markdown note on the models that cannot be used, and how to add one (no server paths: public_text)."""
         lines = []
         if not self.choices:
             lines.append("**No model is available.** Add one with `python app.py --models /path/to/network.pkl` "
@@ -109,7 +120,7 @@ class ModelChoices:
                              "command after the model) and use it with `--models /path/to/file.pkl`.")
             if self.choices:
                 lines.append("\nAdd your own model with `--models /path/to/file.pkl` or `INTERP_MODELS`.")
-        return "\n".join(lines)
+        return public_text("\n".join(lines))
 
 
 def model_choices(zoo: Zoo) -> ModelChoices:
@@ -168,7 +179,7 @@ def preload_markdown(zoo: Zoo) -> str:
         name = zoo.get_entry(model_id).name if model_id in zoo else model_id
         state = {"downloading": "downloading ...", "queued": "waiting for its turn"}.get(state, state)
         lines.append(f"- {name} (`{model_id}`): {state}")
-    return "\n".join(lines)
+    return public_text("\n".join(lines))
 
 
 def preload_pending(zoo: Zoo) -> bool:
@@ -204,6 +215,23 @@ def int_slider(*args: Any, **kwargs: Any) -> gr.Slider:
     return slider
 
 
+def int_number(*args: Any, **kwargs: Any) -> gr.Number:
+    """A ``gr.Number`` for whole numbers that the API types ``integer`` and that does not round.
+
+    ``gr.Number(precision=0)`` rounds before the handler runs (an API call with seed ``1.5`` became
+    2, and NaN or infinity crashed in ``int(round(x))``); this one passes the value unchanged, so
+    the handler's :func:`check_int` refuses ``1.5``, NaN and infinity with a sentence. Handlers
+    must call ``check_int``. (Not a subclass, as for :func:`int_slider`.)
+    """
+    if kwargs.get("precision") not in (None, 0):
+        raise ValueError(f"int_number is for whole numbers; got precision={kwargs['precision']!r}")
+    kwargs["precision"] = None
+    number = gr.Number(*args, **kwargs)
+    info = {**number.api_info(), "type": "integer"}
+    number.api_info = lambda: info                                        # type: ignore[method-assign]
+    return number
+
+
 # --------------------------------------------------------------- errors
 
 log = logging.getLogger("interp.app")
@@ -213,9 +241,115 @@ def user_error(message: str) -> gr.Error:
     """A ``gr.Error`` for an expected mistake (bad input, missing file): one log line, no traceback.
 
     ``raise user_error("Seed must be ...")``. Unexpected exceptions keep Gradio's full traceback.
+    The log keeps the message as is; the visitor sees it through :func:`public_text` (no server paths).
     """
     log.warning("user error: %s", message)
-    return gr.Error(message, print_exception=False)
+    return gr.Error(public_text(message), print_exception=False)
+
+
+# --------------------------------------------------------------- what visitors see
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+# An absolute POSIX path of at least two parts (``/srv/x/model.pkl``; not ``/generate``), starting a word
+# (not inside ``hf://owner/repo`` or ``<app>/...``); Windows: ``C:\\Users\\x\\model.pkl``.
+_POSIX_PATH = re.compile(r"(?<![^\s'\"`(\[=,;:*])/(?:[^/\s'\"`<>|()\[\],;]+/)+[^/\s'\"`<>|()\[\],;]*")
+_WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\(?:[^\\\s'\"`<>|]+\\)*[^\\\s'\"`<>|]*")
+_EXAMPLE_PATH = "/path/to/"            # documentation placeholders in our own help texts stay as written
+
+
+def _server_dirs() -> list[tuple[str, str]]:
+    """(placeholder, directory) pairs for the server's known folders, longest directory first."""
+    from interp import diskcache
+
+    pairs: list[tuple[str, Any]] = [("<app>", APP_ROOT), ("<hf-cache>", hub.cache_dir()),
+                                    ("<interp-cache>", diskcache.cache_dir()), ("<tmp>", tempfile.gettempdir()),
+                                    ("~", Path.home())]
+    try:
+        from huggingface_hub import constants
+
+        pairs += [("<hf-cache>", constants.HF_HUB_CACHE), ("<hf-home>", constants.HF_HOME)]
+    except Exception:  # noqa: BLE001 - an optional refinement
+        pass
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        pairs.append(("<tmp>", os.environ["GRADIO_TEMP_DIR"]))
+    out: dict[str, str] = {}
+    for placeholder, folder in pairs:
+        for variant in {str(folder), os.path.realpath(str(folder))}:
+            variant = variant.rstrip("/\\")
+            if len(variant) > 1 and variant not in out:
+                out[variant] = placeholder
+    return sorted(((p, d) for d, p in out.items()), key=lambda pd: -len(pd[1]))
+
+
+def _file_name(match: re.Match[str]) -> str:
+    path = match.group(0)
+    if path.startswith(_EXAMPLE_PATH):
+        return path
+    tail = len(path) - len(path.rstrip(".,:;!?"))                        # sentence punctuation stays outside
+    core, end = (path[:-tail], path[-tail:]) if tail else (path, "")
+    name = re.split(r"[/\\]", core.rstrip("/\\"))[-1]
+    return (name or "<path>") + end
+
+
+def public_text(text: Any) -> str:
+    """``text`` as a visitor may see it: no absolute path of the server.
+
+    Known folders become placeholders (``<app>/`` the checkout, ``<hf-cache>/`` the Hugging Face
+    cache, ``<interp-cache>/`` our disk cache, ``<tmp>/`` temporary files, ``~/`` the home folder);
+    any other absolute path becomes its file name. ``/path/to/...`` examples in help texts stay.
+
+        public_text("the file /home/me/app/assets/builtin/faces64.safetensors does not exist.")
+        # -> 'the file <app>/assets/builtin/faces64.safetensors does not exist.'
+    """
+    text = str(text)
+    for placeholder, folder in _server_dirs():
+        text = re.sub(re.escape(folder) + r"(?![^/\\\s'\"`<>|()\[\],;:.!?])", placeholder, text)
+        # (the folder must end there: /home/me does not match /home/meg)
+    text = _POSIX_PATH.sub(_file_name, text)
+    return _WINDOWS_PATH.sub(_file_name, text)
+
+
+# --------------------------------------------------------------- exported files
+
+EXPORT_TTL_S = 15 * 60          # exported files live this long (Gradio copies a returned file into its cache at once)
+_EXPORT_LOCK = threading.Lock()
+_EXPORT_DIR: Path | None = None
+
+
+def export_dir() -> Path:
+    """This process's folder for exported files (created on first use, under the temporary directory)."""
+    global _EXPORT_DIR
+    with _EXPORT_LOCK:
+        if _EXPORT_DIR is None or not _EXPORT_DIR.is_dir():
+            _EXPORT_DIR = Path(tempfile.mkdtemp(prefix=f"interp-exports-{os.getpid()}-"))
+        return _EXPORT_DIR
+
+
+def export_path(filename: str, ttl_s: float | None = None) -> Path:
+    """A fresh path named ``filename`` in this process's export folder; exports older than the TTL go.
+
+    Each call gets its own sub-folder (two visitors exporting ``faces64-recipe.safetensors`` at once
+    never overwrite each other's file) and removes the sub-folders older than ``ttl_s`` seconds
+    (default :data:`EXPORT_TTL_S`)::
+
+        return str(recipe.save(export_path(f"{recipe.model_id}-recipe.safetensors")))
+    """
+    name = str(filename)
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name or "\x00" in name:
+        raise ValueError(f"export file name must be a plain file name, got {filename!r}")
+    root = export_dir()
+    ttl = EXPORT_TTL_S if ttl_s is None else float(ttl_s)
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if now - old.stat().st_mtime > ttl:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError:  # another thread removed it first, or a file is still open (Windows)
+            pass
+    folder = root / uuid.uuid4().hex
+    folder.mkdir()
+    return folder / name
 
 
 # --------------------------------------------------------------- validation

@@ -111,6 +111,7 @@ def build(ctx: AppContext) -> list[Any]:
     with gr.Accordion("Current image: every tab edits it; the edits stack", open=True):
         with gr.Row():
             image = gr.Image(label="Current image", type="pil", format="png", interactive=False, height=192,
+                             elem_id="current-image",
                              elem_classes="pixel-image", scale=1)
             with gr.Column(scale=3):
                 summary = gr.Markdown(NO_IMAGE, label="Recipe")
@@ -123,10 +124,13 @@ def build(ctx: AppContext) -> list[Any]:
                                       visible=False)
     shown = [ctx.current, image, summary]
     show_btn = gr.Button(visible=False)
-    show_btn.click(show, [ctx.model, ctx.current], [image, summary], api_name="current_image")
-    undo_btn.click(undo, [ctx.model, ctx.current], shown, api_name="recipe_undo")
-    clear_btn.click(clear, [ctx.model, ctx.current], shown, api_name="recipe_clear")
-    save_btn.click(save, ctx.current, recipe_file, api_name="recipe_save").success(
+    # A failed event marks its outputs with an "Error" pill until their next update; these events
+    # are quick, so they show no progress there and a mistake is only a toast.
+    quiet = dict(show_progress="hidden")
+    show_btn.click(show, [ctx.model, ctx.current], [image, summary], api_name="current_image", **quiet)
+    undo_btn.click(undo, [ctx.model, ctx.current], shown, api_name="recipe_undo", **quiet)
+    clear_btn.click(clear, [ctx.model, ctx.current], shown, api_name="recipe_clear", **quiet)
+    save_btn.click(save, ctx.current, recipe_file, api_name="recipe_save", **quiet).success(
         lambda: gr.File(visible=True), None, recipe_file, api_visibility="private")
-    open_btn.upload(open_recipe, [ctx.model, open_btn], shown, api_name="recipe_open")
+    open_btn.upload(open_recipe, [ctx.model, open_btn], shown, api_name="recipe_open", **quiet)
     return shown

@@ -242,7 +242,7 @@ def build(ctx: AppContext) -> None:
             status = gr.Markdown("Press **Find directions** to get sliders.")
         with gr.Column(scale=1):
             image = gr.Image(label="Current image with these sliders", type="pil", format="png", interactive=False,
-                             height=320, elem_classes="pixel-image")
+                             height=320, elem_classes="pixel-image", elem_id="explore-image")
             sliders = [gr.Slider(-STRENGTH, STRENGTH, value=0, step=0.1, label=f"Direction #{i}", visible=False)
                        for i in range(K_MAX)]
             with gr.Row():
@@ -281,8 +281,9 @@ def build(ctx: AppContext) -> None:
     stale = [grid_img, effects_md, effects_img]
     find_outputs = [dirs, status, *sliders, *stale]
 
+    # Progress (and a failure's "Error" pill) show on one small component, never on the sliders.
     find_btn.click(h.find, [ctx.model, method, preset, start, end, k, vocabulary, use_clip, ctx.current],
-                   find_outputs, api_name="explore_find_directions").success(
+                   find_outputs, api_name="explore_find_directions", show_progress_on=status).success(
         h.render_if_current, outputs=[image, session], **render_inputs, **private, **render_kw)
     gr.on([s.input for s in sliders], h.render, outputs=[image, session], **render_inputs, api_name="explore_render",
           **render_kw)
@@ -291,6 +292,7 @@ def build(ctx: AppContext) -> None:
     echo_btn.click(h.echo, outputs=[echo_img, session], **render_inputs, api_name="explore_echo",
                    api_visibility="undocumented", **render_kw)
     apply_btn.click(h.apply, [ctx.model, ctx.current, dirs], [*ctx.shown, *sliders, image], inputs_kwargs=strengths,
+                    show_progress="hidden",
                     api_name="explore_apply")
     reset_btn.click(lambda: [0.0] * K_MAX, None, sliders, **private).success(
         h.render_if_current, outputs=[image, session], **render_inputs, **private, **render_kw)
@@ -298,8 +300,9 @@ def build(ctx: AppContext) -> None:
     ctx.model.change(h.model_changed, ctx.model, [vocabulary, dirs, status, *sliders, *stale], **private)
     grid_btn.click(h.grid, [ctx.model, ctx.current, dirs, g_index, g_max, g_steps, g_samples], grid_img,
                    api_name="explore_grid")
-    effects_btn.click(h.effects, [ctx.model, ctx.current, dirs], [effects_img, effects_md], api_name="explore_effects")
+    effects_btn.click(h.effects, [ctx.model, ctx.current, dirs], [effects_img, effects_md], api_name="explore_effects",
+                      show_progress_on=effects_md)
     export_btn.click(h.export_directions, dirs, export_file, api_name="explore_export_directions")
     import_btn.upload(h.import_directions, [ctx.model, import_btn], find_outputs,
-                      api_name="explore_import_directions").success(
+                      api_name="explore_import_directions", show_progress_on=status).success(
         h.render_if_current, outputs=[image, session], **render_inputs, **private, **render_kw)

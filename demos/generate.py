@@ -88,13 +88,13 @@ def build(ctx: AppContext) -> None:
 
     inputs = [ctx.model, seed, psi, count]
     outputs = [image, *ctx.shown]
-    run.click(generate, inputs, outputs, api_name="generate")
+    run.click(generate, inputs, outputs, api_name="generate", show_progress_on=image)
     dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private").then(
-        generate, inputs, outputs, api_visibility="private")
-    use_btn.click(use_sample, [*inputs, sample], ctx.shown, api_name="use_sample")
+        generate, inputs, outputs, api_visibility="private", show_progress_on=image)
+    use_btn.click(use_sample, [*inputs, sample], ctx.shown, api_name="use_sample", show_progress="hidden")
     if ctx.tabs is not None:
         to_explore.click(lambda: gr.Tabs(selected="explore"), None, ctx.tabs, api_visibility="private")
     ctx.model.change(default_psi, ctx.model, psi, api_visibility="private").then(
-        on_open, inputs, outputs, api_visibility="private")
+        on_open, inputs, outputs, api_visibility="private", show_progress_on=image)
     if ctx.demo is not None:                 # a visitor sees a sample as soon as the page opens
-        ctx.demo.load(on_open, inputs, outputs, api_visibility="private")
+        ctx.demo.load(on_open, inputs, outputs, api_visibility="private", show_progress_on=image)

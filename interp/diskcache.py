@@ -9,6 +9,10 @@ Entries are safetensors files (tensors + string metadata; never pickles) under
 
 Writes are atomic (temporary file + rename), so concurrent processes never read half a file.
 An unreadable entry (truncated, corrupted, foreign) counts as a miss and is replaced.
+
+The cache has a size cap, ``$INTERP_CACHE_MAX_MB`` (default 1024 MiB, 0: keep nothing): after every
+save the least recently used entries (a load touches its entry) are deleted until the total fits,
+so visitors choosing ever new parameters cannot fill the disk.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import os
 import re
 import tempfile
 import threading
+import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,11 +31,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-__all__ = ["cache_dir", "cached", "load", "make_key", "model_hash", "save"]
+__all__ = ["cache_dir", "cached", "enforce_cap", "load", "make_key", "max_bytes", "model_hash", "save"]
 
 FORMAT_TAG = "interp.diskcache/1"
 _NAMESPACE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _KEY_RE = re.compile(r"[0-9a-f]{16,64}")
+DEFAULT_MAX_MB = 1024
+STALE_TMP_S = 3600               # a temporary file this old is left over from a crashed write
 
 
 def cache_dir() -> Path:
@@ -80,8 +88,66 @@ def _path(namespace: str, key: str) -> Path:
     return cache_dir() / namespace / f"{key}.safetensors"
 
 
+def max_bytes() -> int:
+    """The cap in bytes: ``$INTERP_CACHE_MAX_MB`` MiB (read at call time; default 1024, 0 keeps nothing)."""
+    raw = os.environ.get("INTERP_CACHE_MAX_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB * 2**20
+    try:
+        mb = float(raw)
+        if not mb >= 0 or mb == float("inf"):
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"INTERP_CACHE_MAX_MB={raw!r} is not a number of MiB >= 0; using {DEFAULT_MAX_MB}",
+                      RuntimeWarning, stacklevel=2)
+        return DEFAULT_MAX_MB * 2**20
+    return int(mb * 2**20)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as used now (its mtime is the "last used" time of the LRU order)."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves hits
+        pass
+
+
+def enforce_cap(limit: int | None = None) -> list[Path]:
+    """Delete the least recently used entries until the cache holds at most ``limit`` bytes (default
+    :func:`max_bytes`); returns the deleted paths. Leftover temporary files older than an hour go too."""
+    limit = max_bytes() if limit is None else int(limit)
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    entries, total, removed = [], 0, []
+    now = time.time()
+    for path in root.glob("*/*.safetensors"):
+        try:
+            st = path.stat()
+        except OSError:                     # removed meanwhile by another process
+            continue
+        if path.name.startswith(".tmp-"):
+            if now - st.st_mtime > STALE_TMP_S:
+                path.unlink(missing_ok=True)
+            continue
+        entries.append((st.st_mtime, path, st.st_size))
+        total += st.st_size
+    for _, path, size in sorted(entries, key=lambda e: (e[0], str(e[1]))):   # least recently used first
+        if total <= limit:
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:                     # e.g. open elsewhere on Windows: keep it, try the next
+            continue
+        total -= size
+        removed.append(path)
+    return removed
+
+
 def load(namespace: str, key: str) -> tuple[dict[str, Tensor], dict[str, str]] | None:
-    """``(tensors, metadata)`` of an entry, or None when it is missing or unreadable."""
+    """``(tensors, metadata)`` of an entry, or None when it is missing or unreadable. A hit touches the entry."""
     from safetensors import safe_open
 
     path = _path(namespace, key)
@@ -95,11 +161,16 @@ def load(namespace: str, key: str) -> tuple[dict[str, Tensor], dict[str, str]] |
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception:  # noqa: BLE001 - a damaged entry is a miss; it is rewritten by the next save
         return None
+    _touch(path)
     return tensors, meta
 
 
 def save(namespace: str, key: str, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> Path:
-    """Write an entry atomically; returns its path."""
+    """Write an entry atomically, then keep the cache within its cap (:func:`enforce_cap`); returns its path.
+
+    The new entry is the most recently used one, so older entries go first; an entry bigger than the
+    whole cap is not kept (and evicts nothing).
+    """
     from safetensors.torch import save_file
 
     path = _path(namespace, key)
@@ -115,6 +186,12 @@ def save(namespace: str, key: str, tensors: Mapping[str, Tensor], metadata: Mapp
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    limit = max_bytes()
+    if path.stat().st_size > limit:
+        path.unlink(missing_ok=True)
+        return path
+    _touch(path)
+    enforce_cap(limit)
     return path
 
 

@@ -78,8 +78,11 @@ __all__ = [
     "resolve_layers",
     "rows_text",
     "sample_latents",
+    "split_styles",
     "style_layers_for_rows",
+    "style_sizes",
     "synthesize",
+    "synthesize_styles",
     "synthesize_ws",
 ]
 
@@ -379,6 +382,19 @@ def apply_styles(G: Generator, styles: dict[str, Tensor], edits: Iterable[AnyEdi
     return out
 
 
+def style_sizes(G: Generator) -> list[int]:
+    """Channels of each style layer in ``G.style_layers`` order: a flat S vector has ``sum`` of them."""
+    return [G.synthesis.layer(name).affine.weight.shape[0] for name in G.style_layers]
+
+
+def split_styles(G: Generator, flat: Tensor) -> dict[str, Tensor]:
+    """A flat S vector [N, S] (every style layer, ``G.style_layers`` order) -> {layer: [N, C]}."""
+    sizes = style_sizes(G)
+    if flat.ndim != 2 or flat.shape[1] != sum(sizes):
+        raise ValueError(f"styles must be [N, {sum(sizes)}] (every style layer of the model), got {list(flat.shape)}")
+    return dict(zip(G.style_layers, flat.split(sizes, dim=1)))
+
+
 def _unit_hook(edit: UnitEdit, owner: int):
     # Hooks live on the shared generator: only the thread that installed one applies it, so concurrent
     # renders of other users on the same model are untouched (their cache only skips the hooked blocks).
@@ -387,9 +403,8 @@ def _unit_hook(edit: UnitEdit, owner: int):
     return hook
 
 
-def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise_mode: str = "const",
-                  cache: SynthesisCache | None = None) -> Tensor:
-    """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
+def _unit_traces(G: Generator, edits: Sequence[AnyEdit]) -> list[nethook.Trace]:
+    """Install the unit edits as hooks (the caller closes the returned traces); refuses z edits."""
     if _active(edits, "z"):
         raise ValueError("z-space edits need z: use synthesize(G, z, ...) or a latent made from a seed")
     units = [e for e in edits if isinstance(e, UnitEdit)]
@@ -400,13 +415,38 @@ def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise
         if e.mask is not None and tuple(e.mask.shape) != (G.img_resolution, G.img_resolution):
             raise ValueError(f"the mask is {list(e.mask.shape)} but the model makes {G.img_resolution}x"
                              f"{G.img_resolution} images")
-    ws = apply_ws(ws, edits)
     owner = threading.get_ident()
-    traces = [nethook.Trace(G, e.module_path, retain_output=False, edit_output=_unit_hook(e, owner)) for e in units]
+    return [nethook.Trace(G, e.module_path, retain_output=False, edit_output=_unit_hook(e, owner)) for e in units]
+
+
+def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise_mode: str = "const",
+                  cache: SynthesisCache | None = None) -> Tensor:
+    """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
+    traces = _unit_traces(G, edits)
+    ws = apply_ws(ws, edits)
     try:
         if _active(edits, "s"):
             return G.synthesis_from_styles(apply_styles(G, G.styles(ws), edits), noise_mode=noise_mode, cache=cache)
         return G.synthesis(ws, noise_mode=noise_mode, cache=cache)
+    finally:
+        for t in traces:
+            t.close()
+
+
+def synthesize_styles(G: Generator, ws: Tensor, styles: dict[str, Tensor], edits: Sequence[AnyEdit] = (),
+                      noise_mode: str = "const", cache: SynthesisCache | None = None) -> Tensor:
+    """Image [N, 3, H, W] of explicit ``styles`` (an S-space inversion) after the W, S and unit edits.
+
+    ``ws`` [N, num_ws, w_dim] is the W+ code the styles stand in for: a W edit moves the styles by
+    what it moves the affine outputs of ``ws`` (the affines are linear, so the shift does not depend
+    on ``ws``). Without edits the image is ``G.synthesis_from_styles(styles)`` exactly.
+    """
+    traces = _unit_traces(G, edits)
+    try:
+        if _active(edits, "w"):
+            before, after = G.styles(ws), G.styles(apply_ws(ws, edits))
+            styles = {name: s + (after[name] - before[name]) for name, s in styles.items()}
+        return G.synthesis_from_styles(apply_styles(G, styles, edits), noise_mode=noise_mode, cache=cache)
     finally:
         for t in traces:
             t.close()
@@ -434,12 +474,17 @@ class Latent:
     ws:     [num_ws, w_dim] (W+), on the CPU.
     origin: a small JSON-able dict: {"kind": "seed", "seed", "psi"[, "index", "n"]},
             {"kind": "inversion", "method", "space", "steps", ...}, {"kind": "restoration", "task", ...}.
+    styles: None, or a StyleSpace override [S] (every style layer's style, ``G.style_layers`` order;
+            see :func:`split_styles`): an S-space inversion, which W+ cannot express exactly. Then
+            ``render`` synthesises from these styles and ``ws`` is the closest W+ code (least squares
+            through the affines), used by methods that only read ws.
     """
 
     model_id: str
     model_hash: str
     ws: Tensor
     origin: dict[str, Any] = field(default_factory=lambda: {"kind": "seed"})
+    styles: Tensor | None = None
 
     def __post_init__(self) -> None:
         ws = torch.as_tensor(self.ws).detach().to("cpu", torch.float32)
@@ -448,6 +493,13 @@ class Latent:
         if not torch.isfinite(ws).all():
             raise ValueError("ws must be finite (no NaN or infinity)")
         object.__setattr__(self, "ws", ws)
+        if self.styles is not None:
+            styles = torch.as_tensor(self.styles).detach().to("cpu", torch.float32)
+            if styles.ndim != 1 or styles.numel() < 1:
+                raise ValueError(f"styles must be a flat vector [S], got shape {list(styles.shape)}")
+            if not torch.isfinite(styles).all():
+                raise ValueError("styles must be finite (no NaN or infinity)")
+            object.__setattr__(self, "styles", styles)
         origin = dict(self.origin)
         if origin.get("kind") not in ORIGIN_KINDS:
             raise ValueError(f"origin kind must be one of {', '.join(ORIGIN_KINDS)}, got {origin.get('kind')!r}")
@@ -495,6 +547,9 @@ def render(G: Generator, latent: Latent, edits: Sequence[AnyEdit] = (), noise_mo
     if tuple(latent.ws.shape) != (G.num_ws, G.w_dim):
         raise ValueError(f"the latent has ws {list(latent.ws.shape)} but the model needs [{G.num_ws}, {G.w_dim}]")
     device = G.mapping.w_avg.device
+    if latent.styles is not None:
+        styles = split_styles(G, latent.styles[None].to(device))
+        return synthesize_styles(G, latent.ws[None].to(device), styles, edits, noise_mode, cache)
     if _active(edits, "z"):
         z = latent.z(G).to(device)
         return synthesize(G, z, edits, float(latent.origin.get("psi", 1.0)), noise_mode, cache)
@@ -654,6 +709,8 @@ class Recipe:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"latent.ws": self.latent.ws.contiguous()}
+        if self.latent.styles is not None:
+            tensors["latent.styles"] = self.latent.styles.contiguous()
         meta_edits = []
         for i, e in enumerate(self.edits):
             if isinstance(e, DirectionEdit):
@@ -698,7 +755,8 @@ class Recipe:
             raise RecipeError(f"{label!r} is not a readable safetensors file (truncated or corrupted): "
                               f"{str(exc)[:160]}") from None
         try:
-            latent = Latent(meta["model_id"], meta["model_hash"], tensors["latent.ws"], json.loads(meta["origin"]))
+            latent = Latent(meta["model_id"], meta["model_hash"], tensors["latent.ws"], json.loads(meta["origin"]),
+                            tensors.get("latent.styles"))
             edits: list[AnyEdit] = []
             for i, d in enumerate(json.loads(meta["edits"])):
                 if d["type"] == "direction":

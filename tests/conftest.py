@@ -16,6 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+# Golden files of the official implementations (checkpoints and expected outputs), beside the checkout.
+GOLDEN_DIR = Path(os.environ.get("INTERP_GOLDEN_DIR") or REPO_ROOT.parent / "shared" / "golden")
+
 # A tiny StyleGAN2: 32x32, a few channels; builds and runs in milliseconds.
 TINY_CONFIG = dict(z_dim=16, w_dim=16, img_resolution=32, mapping_layers=2, channel_base=128, channel_max=16)
 
@@ -65,6 +68,22 @@ def hub_file(hub_env):
         return path
 
     return put
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """The golden folder (../shared/golden beside the checkout, or $INTERP_GOLDEN_DIR).
+
+    Only the tests that read its files use this fixture: when the folder is missing they are skipped,
+    or they fail when INTERP_REQUIRE_GOLDEN=1 (set by .ci/run, so that CI never passes without them).
+    """
+    if not GOLDEN_DIR.is_dir():
+        why = (f"golden checkpoints not found at {GOLDEN_DIR} (../shared/golden beside the checkout, "
+               "or set INTERP_GOLDEN_DIR)")
+        if os.environ.get("INTERP_REQUIRE_GOLDEN", "").strip() not in ("", "0"):
+            pytest.fail(f"{why}; INTERP_REQUIRE_GOLDEN is set, so this is a failure", pytrace=False)
+        pytest.skip(why)
+    return GOLDEN_DIR
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """InterFaceGAN: planted attributes recovered, conditioning, verification, export, caching, bad input."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -51,10 +53,14 @@ def planted(tiny_generator):
 def test_planted_attribute_is_recovered(planted):
     G, scorer, samples, v, u = planted
     assert samples.codes.shape == (2000, G.w_dim) and samples.attributes == ("planted", "other")
-    b = ifg.train_boundary(samples, "planted", ratio=0.1)
+    # In this anisotropic W the raw SVM (InterFaceGAN) recovers a planted normal from thick classes (top vs
+    # bottom half); whitened, a tenth per side suffices.
+    b = ifg.train_boundary(samples, "planted", ratio=0.5)
     assert float(b.normal @ v) > 0.99
-    assert b.val_accuracy >= 0.95 and b.remaining_accuracy > 0.9
-    assert (b.n_train, b.n_val) == (280, 120) and b.n_remaining == 1600
+    assert b.val_accuracy >= 0.95
+    assert (b.n_train, b.n_val, b.n_remaining) == (1400, 600, 0) and math.isnan(b.remaining_accuracy)
+    white = ifg.train_boundary(samples, "planted", ratio=0.1, whiten=True)
+    assert float(white.normal @ v) > 0.99 and white.val_accuracy >= 0.95
     # the boundary separates by its decision value, and its edit is a W edit in std units
     assert float((b.decision(samples.codes) > 0).float().mean()) == pytest.approx(0.5, abs=0.1)
     e = b.edit(2.0)
@@ -72,7 +78,7 @@ def test_wplus_and_s_spaces(planted):
     rows = (0, 1)
     wp = samples.in_space(G, "w+", rows)
     assert wp.codes.shape == (2000, 2 * G.w_dim) and torch.equal(wp.scores["planted"], samples.scores["planted"])
-    b = ifg.train_boundary(wp, "planted", ratio=0.1)
+    b = ifg.train_boundary(wp, "planted", ratio=0.5)
     assert float(b.edit_direction @ v) > 0.99                              # the W boundary, repeated over the rows
     e = b.edit(1.0)
     assert e.space == "w" and e.layers == rows
@@ -118,7 +124,7 @@ def test_conditioned_boundary_keeps_strength_units(planted):
 
 def test_verify_planted_reliable_random_unreliable(planted):
     G, scorer, samples, v, u = planted
-    b = ifg.train_boundary(samples, "planted", ratio=0.1)
+    b = ifg.train_boundary(samples, "planted", ratio=0.5)
     good = ifg.verify(G, b, scorer, n=16, strengths=(-2, -1, 1, 2))
     assert good.reliable and good.monotonic and good.strengths == (-2.0, -1.0, 0.0, 1.0, 2.0)
     assert good.effect["planted"] == pytest.approx(b.std, rel=0.05)       # score = w @ v moves std * cos per unit

@@ -1,40 +1,57 @@
 """GAN Dissection for StyleGAN2: label feature-map units with segmenter parts, then paint with them.
 
-Dissect one layer (Bau et al., ICLR 2019): per unit, a threshold at the top ``1 - quantile`` of
+Dissect (Bau et al., ICLR 2019). Per unit of a layer, a threshold at the top ``1 - quantile`` of
 its activations over ``n`` samples; the unit's map, upsampled to the image and thresholded, is
-compared with every part of a segmentation of the same image (IoU summed over the samples). A
-unit's label is its best part; the units with IoU > 0.05 are the ones "with a clear meaning"::
+compared with each part of a segmentation of the same image (IoU summed over the samples). A
+unit's label is its best part; units with IoU > 0.05 are those "with a clear meaning"::
 
     from interp.builtin import load_segmenter
-    d = dissect(G, load_segmenter(), "b16.conv1", n=1000, seed=0, progress=lambda f, t: print(f, t))
-    d.share_labelled()              # 0.34: share of units with IoU > 0.05
-    d.units_per_concept()           # {"eyes": 12, "glasses": 9, ...}
-    d.top_units("glasses", 16)      # unit indices, best IoU first
-    d.table()                       # [(unit, label, iou), ...] for a table in the UI
+    seg = load_segmenter()
+    d = dissect(G, seg, "b16.conv1", n=1000, seed=0, progress=lambda f, text: print(f"{f:.0%} {text}"))
+    d.share_labelled()              # 0.35: share of units with IoU > 0.05
+    d.units_per_concept()           # {"glasses": 16, "eyes": 15, "eyebrows": 10, ...}
+    d.top_units("glasses", 8)       # unit indices, best IoU first
+    d.table()                       # [(unit, label, iou), ...] best first, for a table in the UI
+    layers = dissect_layers(G, seg, n=1000, seed=0)   # every unit layer in one pass over the samples
 
-Statistics are streamed over batches (the thresholds come from a subsample of the first
-samples, everything else from all of them) and cached on disk (``interp.diskcache``) by model
-hash, segmenter hash, layer and parameters; a second call returns in milliseconds.
+Statistics are streamed over batches: the thresholds (and each unit's low level) come from the
+first samples (a subsample of at most ``CALIBRATION_VALUES`` activations per layer), the IoU
+counts and the per-part mean levels from all of them; no [n, C, H, W] tensor is kept. Results are
+cached on disk (``interp.diskcache``) by model hash, segmenter hash, layer and parameters; a second
+call returns in milliseconds. A layer is named as in ``G.styles`` (``b16.conv0``); its output
+(after bias and leaky ReLU) is read with :mod:`interp.nethook`.
 
-Paint (the GANPaint brush) with one or more dissections::
+Paint (the GANPaint brush). ``paint`` returns the :class:`~interp.edit.UnitEdit` of the shared
+pipeline, so it stacks with every other edit and is saved in recipes::
 
     latent = Latent.from_seed(G, "faces64", seed=3, psi=0.7)
-    layers = {name: dissect(G, seg, name, 1000, 0) for name in ("b8.conv0", "b16.conv0")}
-    off = paint(G, latent, brush, "glasses", "remove", dissection=layers)   # a UnitEdit
+    off = paint(G, latent, brush, "glasses", "remove", dissection=layers)   # brush [64, 64] in [0, 1]
     on = paint(G, latent, brush, "glasses", "add", dissection=layers)
-    img = render(G, latent, [off])                                         # stacks with every edit
+    img = render(G, latent, [off])
+    choose_layer(layers, "glasses", "remove")                              # "b16.conv1": what "auto" picks
 
-``remove`` switches the concept's units (highest IoU first) to their low level (their typical
-activation where the concept is absent) inside the brush; ``add`` sets the whole feature vector
-of the painted cells to the concept's mean feature vector (every unit at its mean level inside
-the concept). The brush [H, W] in [0, 1] is at image resolution; the edit averages it down to the
-layer's cells (exact area coverage), so a cell is changed in proportion to how much of it is
-painted. ``strength`` in (0, 1] is the opacity of the change; above 1 the level is pushed past
-the target, away from the opposite level.
+- ``remove``: the units whose IoU with the concept exceeds 0.05 (at least 4, at most a quarter of
+  the layer; best first) go to their *low* level (the bottom ``1 - quantile`` of their
+  activations, mirroring the "on" threshold; zero is not low enough: it is a typical level) inside
+  the brush. Auto layer: the one whose concept units have the highest mean IoU.
+- ``add``: the whole feature vector of the painted cells goes to the concept's mean feature
+  vector (every unit at its mean level over the concept's cells). Auto layer: the coarsest one
+  with a unit labelled with the concept (8x8 on faces64): coarse cells leave the later layers room
+  to draw the concept's shape.
 
-Models without a segmenter: ``units_for_region(G, latent, brush, "b16.conv0", k=16)`` ranks the
-units by how concentrated their activation on the current image is inside the brush; its
-``edit(brush, "remove" | "amplify")`` makes the :class:`~interp.edit.UnitEdit`.
+The brush [H, W] in [0, 1] is at image resolution (other square sizes are resized); the edit
+averages it over each feature cell of the layer (exact area coverage, ``edit.mask_at(h, w)`` shows
+the cells), so a cell changes in proportion to how much of it is painted. ``strength`` in (0, 1]
+is the opacity of the change; above 1 the level is pushed past the target, away from the
+opposite level (``add``: the concept-absent mean; ``remove``: the concept's mean).
+
+Models without a segmenter: ``units_for_region(G, latent, brush, "b16.conv1", k=24)`` picks the
+units whose "on" region on the current image (thresholds from ``unit_levels``: samples, no
+segmenter) best matches the brush (IoU); its ``edit("remove" | "amplify", strength)`` makes the
+UnitEdit ("whatever is here")::
+
+    picked = units_for_region(G, latent, brush, "b16.conv1", k=24)
+    img = render(G, latent, [picked.edit("remove")])
 """
 from __future__ import annotations
 
@@ -42,7 +59,7 @@ import hashlib
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,7 +69,7 @@ from torch import Tensor, nn
 from interp import diskcache
 from interp.edit import Latent, UnitEdit
 from interp.models.stylegan2 import Generator
-from interp.nethook import Trace
+from interp.nethook import TraceDict
 
 __all__ = [
     "ACTIONS",
@@ -60,22 +77,32 @@ __all__ = [
     "REGION_ACTIONS",
     "Dissection",
     "RegionUnits",
+    "UnitLevels",
+    "choose_layer",
+    "concept_units",
     "dissect",
+    "dissect_layers",
     "layer_activations",
     "paint",
     "unit_layers",
+    "unit_levels",
+    "unit_maps",
     "units_for_region",
 ]
 
 ACTIONS = ("remove", "add")
 REGION_ACTIONS = ("remove", "amplify")
 LABEL_IOU = 0.05                     # a unit "has a clear meaning" above this IoU (the paper's convention)
-LOW_QUANTILE = 0.5                   # a unit's "low" level: this quantile of its activations ("off" but typical)
+MIN_REMOVE_UNITS = 4                 # remove switches at least this many units ...
+MAX_REMOVE_SHARE = 0.25              # ... and at most this share of the layer
+MAX_STRENGTH = 4.0
 CACHE_NAMESPACE = "dissect"
 CACHE_VERSION = 1
-CALIBRATION_VALUES = 2**23           # activations (samples x units x cells) kept to estimate the thresholds
+CALIBRATION_VALUES = 2**22           # activations (samples x units x cells) per layer for the thresholds
+MIN_CALIBRATION_SAMPLES = 64
 
 Progress = Callable[[float, str], None]
+Dissections = Union["Dissection", Mapping[str, "Dissection"], Sequence["Dissection"]]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -99,16 +126,26 @@ def _layer_shape(G: Generator, layer: str) -> tuple[int, int]:
     return int(module.weight.shape[0]), int(module.resolution)
 
 
-@torch.no_grad()
-def layer_activations(G: Generator, ws: Tensor, layer: str, noise_mode: str = "const") -> tuple[Tensor, Tensor]:
-    """The output of ``layer`` [N, C, h, w] and the image [N, 3, H, W] for ws [N, num_ws, w_dim].
+def _layer_order(layer: str) -> tuple[int, str]:
+    block, role = layer.split(".")                                     # "b16.conv1" -> (16, "conv1")
+    return int(block[1:]), role
 
-    The synthesis runs without the incremental cache, so the traced layer always runs.
+
+@torch.no_grad()
+def layer_activations(G: Generator, ws: Tensor, layers: str | Sequence[str],
+                      noise_mode: str = "const") -> tuple[Tensor | dict[str, Tensor], Tensor]:
+    """The output of a layer [N, C, h, w] (a dict of them for a list of layers) and the image [N, 3, H, W].
+
+    ``ws`` is [N, num_ws, w_dim]; the synthesis runs without the incremental cache, so every
+    traced layer runs.
     """
-    _check_layer(G, layer)
-    with Trace(G, f"synthesis.{layer}", detach=True) as t:
+    names = [layers] if isinstance(layers, str) else list(layers)
+    for name in names:
+        _check_layer(G, name)
+    with TraceDict(G, [f"synthesis.{name}" for name in names], detach=True) as td:
         img = G.synthesis(ws, noise_mode=noise_mode)
-    return t.output, img
+    acts = {name: td[f"synthesis.{name}"].output for name in names}
+    return (acts[layers] if isinstance(layers, str) else acts), img
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -119,24 +156,23 @@ def layer_activations(G: Generator, ws: Tensor, layer: str, noise_mode: str = "c
 class Dissection:
     """Per-unit statistics of one layer against a segmenter's parts (see the module docstring).
 
-    Activations are those of the layer's output (after bias and leaky ReLU); "levels" are in the
-    same units, ready to be a :class:`~interp.edit.UnitEdit` value.
+    Activation levels are those of the layer's output, ready to be a UnitEdit ``value``.
     """
 
     layer: str                 # style layer name, e.g. "b16.conv0"
     resolution: int            # the layer's feature-map side (h = w)
-    parts: tuple[str, ...]     # the segmenter's part names; columns of iou / mean_in / mean_out
+    parts: tuple[str, ...]     # the segmenter's part names: the columns of iou / mean_in / mean_out
     model_hash: str            # the generator's content hash
-    n: int                     # samples
-    seed: int                  # G.sample_z(n, seed)
-    quantile: float            # threshold quantile (0.99: the top 1%)
+    n: int                     # samples: G.sample_z(n, seed)
+    seed: int
+    quantile: float            # "on" above this quantile (0.99: the top 1%)
     truncation_psi: float      # truncation of the samples
     thresholds: Tensor         # [C] activation level at ``quantile``
+    low: Tensor                # [C] activation level at ``1 - quantile`` (a unit switched "off")
     iou: Tensor                # [C, P] IoU of the upsampled thresholded map with each part
-    low: Tensor                # [C] the LOW_QUANTILE activation level (switch "off")
-    mean_in: Tensor            # [C, P] mean activation over the cells of a part (area-weighted)
-    mean_out: Tensor           # [C, P] mean activation over the cells outside a part (area-weighted)
-    part_area: Tensor          # [P] share of image pixels labelled with each part
+    mean_in: Tensor            # [C, P] mean activation over a part's cells (weighted by the part's area in a cell)
+    mean_out: Tensor           # [C, P] mean activation over the other cells (weighted likewise)
+    part_area: Tensor          # [P] share of the image pixels labelled with each part
 
     @property
     def num_units(self) -> int:
@@ -149,12 +185,12 @@ class Dissection:
 
     @property
     def label_index(self) -> Tensor:
-        """[C] index of each unit's best part."""
+        """[C] index into ``parts`` of each unit's best part."""
         return self.iou.argmax(dim=1)
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Each unit's best part name (whatever its IoU; see ``unit_iou`` for how clear it is)."""
+        """Each unit's best part (whatever its IoU; ``unit_iou`` says how clear it is)."""
         return tuple(self.parts[i] for i in self.label_index.tolist())
 
     def part_index(self, concept: str) -> int:
@@ -167,38 +203,36 @@ class Dissection:
         return float((self.unit_iou > min_iou).float().mean())
 
     def units_per_concept(self, min_iou: float = LABEL_IOU) -> dict[str, int]:
-        """{part: number of units labelled with it above ``min_iou``}, every part listed, largest first."""
+        """{part: units labelled with it above ``min_iou``} for every part, most units first."""
         clear = self.unit_iou > min_iou
         counts = {p: int((clear & (self.label_index == i)).sum()) for i, p in enumerate(self.parts)}
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def concepts(self, min_iou: float = LABEL_IOU) -> list[str]:
-        """Parts with at least one clearly labelled unit, most units first (what the brush offers)."""
+        """Parts with at least one clearly labelled unit, most units first (what a brush offers)."""
         return [p for p, c in self.units_per_concept(min_iou).items() if c > 0]
 
     def top_units(self, concept: str, k: int) -> tuple[int, ...]:
         """The ``k`` units with the highest IoU with ``concept`` (whatever their own label), best first."""
         j = self.part_index(concept)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_units:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.num_units:
             raise ValueError(f"k must be an integer between 1 and {self.num_units}, got {k!r}")
-        return tuple(self.iou[:, j].argsort(descending=True)[:k].tolist())
+        return tuple(self.iou[:, j].argsort(descending=True, stable=True)[:int(k)].tolist())
 
     def table(self, min_iou: float = 0.0) -> list[tuple[int, str, float]]:
-        """(unit, label, IoU) rows, best IoU first, for units whose IoU exceeds ``min_iou``."""
+        """(unit, label, IoU) rows, best IoU first, for the units whose IoU exceeds ``min_iou``."""
         ious = self.unit_iou
-        order = ious.argsort(descending=True).tolist()
         labels = self.labels
-        return [(u, labels[u], round(float(ious[u]), 4)) for u in order if float(ious[u]) > min_iou]
+        return [(u, labels[u], round(float(ious[u]), 4)) for u in ious.argsort(descending=True, stable=True).tolist()
+                if float(ious[u]) > min_iou]
 
     def summary(self) -> str:
         counts = ", ".join(f"{p} {c}" for p, c in self.units_per_concept().items() if c)
         return (f"{self.layer} ({self.resolution}x{self.resolution}, {self.num_units} units, {self.n} samples): "
                 f"{self.share_labelled():.0%} of the units have IoU > {LABEL_IOU} ({counts or 'none'})")
 
-    # ---- cache form
 
-    def tensors(self) -> dict[str, Tensor]:
-        return {k: getattr(self, k) for k in ("thresholds", "iou", "low", "mean_in", "mean_out", "part_area")}
+_TENSOR_FIELDS = ("thresholds", "low", "iou", "mean_in", "mean_out", "part_area")
 
 
 def _hash_module(module: nn.Module) -> str:
@@ -213,7 +247,7 @@ _SEGMENTER_HASHES: "weakref.WeakKeyDictionary[nn.Module, tuple[int, str]]" = wea
 
 
 def _segmenter_hash(segmenter) -> str:
-    """A content hash of the segmenter's weights (memoised until they change), or its type name."""
+    """A content hash of the segmenter's weights (memoised until they change in place)."""
     if not isinstance(segmenter, nn.Module):
         return type(segmenter).__qualname__
     version = sum(t._version for t in segmenter.state_dict(keep_vars=True).values())
@@ -227,21 +261,20 @@ def _segmenter_hash(segmenter) -> str:
 def _segmenter_parts(segmenter, parts: Sequence[str] | None) -> tuple[str, ...]:
     if parts is None:
         parts = getattr(segmenter, "parts", None)
-    if parts is None and hasattr(segmenter, "config"):
-        parts = getattr(segmenter.config, "parts", None)
+    if parts is None:
+        parts = getattr(getattr(segmenter, "config", None), "parts", None)
     if parts is None:
         raise ValueError("the segmenter does not name its parts (no .parts or .config.parts); pass parts=[...]")
     parts = tuple(str(p) for p in parts)
-    if len(parts) < 1 or len(set(parts)) != len(parts):
+    if not parts or len(set(parts)) != len(parts):
         raise ValueError(f"parts must be distinct names, got {parts!r}")
     return parts
 
 
 def _segment(segmenter, img: Tensor, num_parts: int) -> Tensor:
     """Label map [N, H, W] (int64, on the image's device) at the image's resolution."""
-    dev = next((p.device for p in segmenter.parameters()), img.device) if isinstance(segmenter, nn.Module) \
-        else img.device
-    logits = segmenter(img.to(dev))                                          # [N, P, h, w]
+    param = next(segmenter.parameters(), None) if isinstance(segmenter, nn.Module) else None
+    logits = segmenter(img.to(param.device) if param is not None else img)   # [N, P, h, w]
     if logits.ndim != 4 or logits.shape[1] != num_parts:
         raise ValueError(f"the segmenter must return logits [N, {num_parts}, H, W], got {list(logits.shape)}")
     if logits.shape[-2:] != img.shape[-2:]:
@@ -249,48 +282,109 @@ def _segment(segmenter, img: Tensor, num_parts: int) -> Tensor:
     return logits.argmax(1).to(img.device)
 
 
-class _Tally:
-    """Streaming sums for one layer: IoU counts at fixed thresholds and area-weighted part means."""
+def _cell_cover(onehot: Tensor, h: int, w: int) -> Tensor:
+    """Share of each feature cell covered by each part: [N, P, H, W] -> [N, P, h, w]."""
+    if onehot.shape[-2] % h == 0 and onehot.shape[-1] % w == 0:
+        return F.adaptive_avg_pool2d(onehot, (h, w))                      # exact area coverage
+    return F.interpolate(onehot, size=(h, w), mode="area")
 
-    def __init__(self, units: int, parts: int, device: torch.device) -> None:
+
+class _LayerTally:
+    """Streaming statistics of one layer: a calibration buffer, then IoU counts and part means."""
+
+    def __init__(self, layer: str, units: int, res: int, parts: int, n: int, batch_size: int,
+                 quantile: float, device: torch.device) -> None:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)   # noqa: E731
-        self.parts = parts
+        self.layer, self.parts, self.quantile = layer, parts, quantile
+        per_sample = units * res * res
+        self.n_calib = min(n, max(batch_size, MIN_CALIBRATION_SAMPLES, CALIBRATION_VALUES // per_sample))
+        self.buffer: list[tuple[Tensor, Tensor]] = []   # (activations, labels) until the thresholds exist
+        self.buffered = 0
+        self.thresholds: Tensor | None = None
+        self.low: Tensor | None = None
         self.inter = z(units, parts)         # pixels where the unit is on and the part present
         self.on = z(units)                   # pixels where the unit is on
         self.area = z(parts)                 # pixels of each part
-        self.sum_in = z(units, parts)        # sum of act x coverage of the part, per cell
-        self.cover = z(parts)                # sum of coverage (cells)
-        self.sum_all = z(units)              # sum of act over cells
-        self.cells = 0                       # cells counted
+        self.sum_in = z(units, parts)        # sum over cells of activation x the part's coverage of the cell
+        self.cover = z(parts)                # sum over cells of the part's coverage
+        self.sum_all = z(units)              # sum of activations over cells
+        self.cells = 0
 
-    def add(self, act: Tensor, labels: Tensor, thresholds: Tensor) -> None:
+    def add(self, act: Tensor, labels: Tensor) -> None:
+        if self.thresholds is not None:
+            self._count(act, labels)
+            return
+        self.buffer.append((act, labels.to(torch.uint8)))
+        self.buffered += act.shape[0]
+        if self.buffered >= self.n_calib:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        acts = torch.cat([a for a, _ in self.buffer])                          # [S, C, h, w]
+        values = acts.transpose(0, 1).reshape(acts.shape[1], -1)                # [C, S*h*w]
+        self.thresholds = _quantile_rows(values, self.quantile)
+        self.low = _quantile_rows(values, 1 - self.quantile)
+        del acts, values
+        buffer, self.buffer = self.buffer, []
+        for a, lab in buffer:
+            self._count(a, lab.long())
+
+    def _count(self, act: Tensor, labels: Tensor) -> None:
         n, c, h, w = act.shape
-        size = labels.shape[-2:]
         onehot = F.one_hot(labels, self.parts).permute(0, 3, 1, 2).to(act.dtype)   # [N, P, H, W]
-        up = F.interpolate(act, size=size, mode="bilinear", align_corners=False)    # [N, C, H, W]
-        on = (up > thresholds.view(1, -1, 1, 1)).to(act.dtype)
+        up = F.interpolate(act, size=labels.shape[-2:], mode="bilinear", align_corners=False)   # [N, C, H, W]
+        on = (up > self.thresholds.view(1, -1, 1, 1)).to(act.dtype)
         self.inter += torch.einsum("ncx,npx->cp", on.flatten(2), onehot.flatten(2)).double()
         self.on += on.sum(dim=(0, 2, 3)).double()
         self.area += onehot.sum(dim=(0, 2, 3)).double()
-        cover = F.adaptive_avg_pool2d(onehot, (h, w)) if size[0] % h == 0 and size[1] % w == 0 \
-            else F.interpolate(onehot, size=(h, w), mode="area")                      # [N, P, h, w]
+        cover = _cell_cover(onehot, h, w)                                        # [N, P, h, w]
         self.sum_in += torch.einsum("ncx,npx->cp", act.flatten(2), cover.flatten(2)).double()
         self.cover += cover.sum(dim=(0, 2, 3)).double()
         self.sum_all += act.sum(dim=(0, 2, 3)).double()
         self.cells += n * h * w
 
     def result(self) -> dict[str, Tensor]:
-        union = self.on[:, None] + self.area[None, :] - self.inter                  # [C, P]
+        if self.thresholds is None:                                              # fewer samples than n_calib
+            self._calibrate()
+        union = self.on[:, None] + self.area[None, :] - self.inter              # [C, P]
         iou = torch.where(union > 0, self.inter / union.clamp_min(1), torch.zeros_like(union))
-        mean_in = self.sum_in / self.cover.clamp_min(1e-9)[None]
-        out_cover = (self.cells - self.cover).clamp_min(1e-9)                        # [P]
-        mean_out = (self.sum_all[:, None] - self.sum_in) / out_cover[None]
-        # A part never seen has no "inside": its mean is the overall mean.
-        overall = (self.sum_all / max(self.cells, 1))[:, None].expand_as(mean_in)
-        mean_in = torch.where(self.cover[None] > 0, mean_in, overall)
-        pixels = self.area.sum().clamp_min(1)
-        return {"iou": iou.float().cpu(), "mean_in": mean_in.float().cpu(), "mean_out": mean_out.float().cpu(),
-                "part_area": (self.area / pixels).float().cpu()}
+        overall = (self.sum_all / max(self.cells, 1))[:, None]                  # [C, 1]
+        mean_in = torch.where(self.cover[None] > 0, self.sum_in / self.cover.clamp_min(1e-12)[None], overall)
+        out_cover = self.cells - self.cover                                      # [P]
+        mean_out = torch.where(out_cover[None] > 1e-9,
+                               (self.sum_all[:, None] - self.sum_in) / out_cover.clamp_min(1e-12)[None], overall)
+        return {"thresholds": self.thresholds.float().cpu(), "low": self.low.float().cpu(),
+                "iou": iou.float().cpu(), "mean_in": mean_in.float().cpu(), "mean_out": mean_out.float().cpu(),
+                "part_area": (self.area / self.area.sum().clamp_min(1)).float().cpu()}
+
+
+def _quantile_rows(values: Tensor, q: float) -> Tensor:
+    """The ``q`` quantile of each row of [C, M] (kthvalue: torch.quantile refuses very long rows)."""
+    k = min(values.shape[1], max(1, math.ceil(q * values.shape[1])))
+    return values.kthvalue(k, dim=1).values
+
+
+@torch.no_grad()
+def _compute(G: Generator, segmenter, layers: list[str], parts: tuple[str, ...], n: int, seed: int,
+             quantile: float, truncation_psi: float, batch_size: int,
+             progress: Progress | None) -> dict[str, dict[str, Tensor]]:
+    device = G.mapping.w_avg.device
+    tallies = {}
+    for name in layers:
+        units, res = _layer_shape(G, name)
+        tallies[name] = _LayerTally(name, units, res, len(parts), n, batch_size, quantile, device)
+    what = layers[0] if len(layers) == 1 else f"{len(layers)} layers"
+    done = 0
+    for z in G.sample_z(n, seed).split(batch_size):                       # [B, z_dim]
+        ws = G.mapping(z, truncation_psi=truncation_psi)                     # [B, num_ws, w_dim]
+        acts, img = layer_activations(G, ws, layers)
+        labels = _segment(segmenter, img, len(parts))                        # [B, H, W]
+        for name in layers:
+            tallies[name].add(acts[name].float(), labels)
+        done += len(z)
+        if progress is not None:
+            progress(done / n, f"dissecting {what}: {done} / {n} samples")
+    return {name: t.result() for name, t in tallies.items()}
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -299,76 +393,335 @@ def _check_int(value, name: str, low: int) -> int:
     return int(value)
 
 
-@torch.no_grad()
-def _compute(G: Generator, segmenter, layer: str, parts: tuple[str, ...], n: int, seed: int, quantile: float,
-             truncation_psi: float, batch_size: int, progress: Progress | None) -> dict[str, Tensor]:
-    units, res = _layer_shape(G, layer)
-    device = G.mapping.w_avg.device
-    report = progress or (lambda fraction, text: None)
-    # Thresholds from the first samples (a subsample), kept at the layer's resolution.
-    n_calib = min(n, max(batch_size, CALIBRATION_VALUES // (units * res * res)))
-    calib_acts: list[Tensor] = []
-    calib_labels: list[Tensor] = []
-    tally = _Tally(units, len(parts), device)
-    thresholds = low = None
-    z_all = G.sample_z(n, seed)                                              # [n, z_dim]
-    done = 0
-    for z in z_all.split(batch_size):
-        ws = G.mapping(z, truncation_psi=truncation_psi)                     # [B, num_ws, w_dim]
-        act, img = layer_activations(G, ws, layer)                           # [B, C, h, w], [B, 3, H, W]
-        act = act.float()
-        labels = _segment(segmenter, img, len(parts))                        # [B, H, W]
-        done += len(z)
-        if thresholds is None:
-            calib_acts.append(act)
-            calib_labels.append(labels)
-            if done >= n_calib:
-                values = torch.cat(calib_acts).transpose(0, 1).reshape(units, -1)   # [C, S*h*w]
-                thresholds = torch.quantile(values, quantile, dim=1) if values.shape[1] <= 2**24 \
-                    else values.kthvalue(max(1, math.ceil(quantile * values.shape[1])), dim=1).values
-                low = values.median(dim=1).values if LOW_QUANTILE == 0.5 else torch.quantile(values, LOW_QUANTILE, 1)
-                del values
-                for a, lab in zip(calib_acts, calib_labels):
-                    tally.add(a, lab, thresholds)
-                calib_acts, calib_labels = [], []
-        else:
-            tally.add(act, labels, thresholds)
-        report(done / n, f"dissecting {layer}: {done} / {n} samples")
-    out = tally.result()
-    out["thresholds"] = thresholds.float().cpu()
-    out["low"] = low.float().cpu()
+def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None, n: int = 1000, seed: int = 0,
+                   quantile: float = 0.99, progress: Progress | None = None, *, truncation_psi: float = 1.0,
+                   parts: Sequence[str] | None = None, batch_size: int = 32,
+                   cache: bool = True) -> dict[str, Dissection]:
+    """:func:`dissect` for several layers (default: every unit layer) in one pass over the samples.
+
+    Layers found in the disk cache are not recomputed; each layer is cached on its own, under the
+    same key as ``dissect(G, segmenter, layer, ...)``.
+    """
+    names = unit_layers(G) if layers is None else list(dict.fromkeys(layers))
+    if not names:
+        raise ValueError(f"layers is empty; allowed: {', '.join(unit_layers(G))}")
+    for name in names:
+        _check_layer(G, name)
+    n = _check_int(n, "n", 1)
+    seed = _check_int(seed, "seed", 0)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    quantile = float(quantile)
+    if not 0.5 < quantile < 1:
+        raise ValueError(f"quantile must be within (0.5, 1), e.g. 0.99 for the top 1%, got {quantile}")
+    truncation_psi = float(truncation_psi)
+    parts = _segmenter_parts(segmenter, parts)
+    mh = diskcache.model_hash(G)
+    base = {"version": CACHE_VERSION, "n": n, "seed": seed, "quantile": quantile, "truncation_psi": truncation_psi,
+            "parts": list(parts), "segmenter": _segmenter_hash(segmenter), "calibration": CALIBRATION_VALUES,
+            "min_calibration": MIN_CALIBRATION_SAMPLES, "batch_size": batch_size}
+    keys = {name: diskcache.make_key(mh, {**base, "layer": name}) for name in names}
+    found: dict[str, dict[str, Tensor]] = {}
+    if cache:
+        for name in names:
+            hit = diskcache.load(CACHE_NAMESPACE, keys[name])
+            if hit is not None and all(f in hit[0] for f in _TENSOR_FIELDS):
+                found[name] = hit[0]
+    missing = [name for name in names if name not in found]
+    if missing:
+        computed = _compute(G, segmenter, missing, parts, n, seed, quantile, truncation_psi, batch_size, progress)
+        for name, tensors in computed.items():
+            found[name] = tensors
+            if cache:
+                try:
+                    diskcache.save(CACHE_NAMESPACE, keys[name], tensors,
+                                   {"params": str({**base, "layer": name}), "model_hash": mh})
+                except OSError:                                             # a read-only or full disk
+                    pass
+    out = {}
+    for name in names:
+        t = found[name]
+        out[name] = Dissection(name, _layer_shape(G, name)[1], parts, mh, n, seed, quantile, truncation_psi,
+                               *(t[f] for f in _TENSOR_FIELDS))
     return out
 
 
 def dissect(G: Generator, segmenter, layer: str, n: int = 1000, seed: int = 0, quantile: float = 0.99,
             progress: Progress | None = None, *, truncation_psi: float = 1.0, parts: Sequence[str] | None = None,
             batch_size: int = 32, cache: bool = True) -> Dissection:
-    """Dissect ``layer`` over ``n`` samples of ``G.sample_z(n, seed)`` (see the module docstring).
+    """Dissect ``layer`` over the ``n`` samples ``G.sample_z(n, seed)`` (see the module docstring).
 
     segmenter:  ``segmenter(images [N, 3, H, W] in [-1, 1]) -> logits [N, P, H', W']`` (resized to
-                the image if needed); part names from ``segmenter.parts`` / ``segmenter.config.parts``
-                or ``parts``.
+                the image when H' != H); part names from ``segmenter.parts``,
+                ``segmenter.config.parts`` or ``parts``.
     quantile:   a unit is "on" above this quantile of its activations (0.99: the top 1%).
     progress:   ``progress(fraction, text)`` after each batch (not called on a cache hit).
-    cache:      read / write the on-disk cache (``INTERP_CACHE_DIR`` or ``~/.cache/interp``).
+    cache:      read / write the disk cache (``INTERP_CACHE_DIR`` or ``~/.cache/interp``).
+    """
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be one layer name such as 'b16.conv1' (dissect_layers takes several), "
+                        f"got {type(layer).__name__}")
+    return dissect_layers(G, segmenter, [layer], n, seed, quantile, progress, truncation_psi=truncation_psi,
+                          parts=parts, batch_size=batch_size, cache=cache)[layer]
+
+
+@torch.no_grad()
+def unit_maps(G: Generator, dissection: Dissection, unit: int, n: int = 4, seed: int = 0,
+              truncation_psi: float = 0.7) -> tuple[Tensor, Tensor, Tensor]:
+    """A unit over ``n`` samples: images [n, 3, H, W], its map upsampled to [n, H, W] and where it is on [n, H, W].
+
+    For showing what a unit responds to (the activation map and the thresholded region the IoU uses).
+    """
+    units = dissection.num_units
+    if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < units:
+        raise ValueError(f"unit must be an integer within 0 .. {units - 1}, got {unit!r}")
+    n = _check_int(n, "n", 1)
+    ws = G.mapping(G.sample_z(n, seed), truncation_psi=truncation_psi)       # [n, num_ws, w_dim]
+    act, img = layer_activations(G, ws, dissection.layer)
+    up = F.interpolate(act[:, unit:unit + 1].float(), size=img.shape[-2:], mode="bilinear",
+                       align_corners=False)[:, 0]                             # [n, H, W]
+    return img.cpu(), up.cpu(), (up > float(dissection.thresholds[unit])).cpu()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Painting with a dissection
+
+
+def _as_dissections(dissection: Dissections | None) -> dict[str, Dissection]:
+    if dissection is None:
+        raise ValueError("paint needs a dissection of this model: dissect(G, segmenter, layer, ...) or "
+                         "dissect_layers(G, segmenter) (the built-in model: interp.builtin.load_segmenter()); "
+                         "for a model without a segmenter use units_for_region")
+    if isinstance(dissection, Dissection):
+        return {dissection.layer: dissection}
+    items = list(dissection.values()) if isinstance(dissection, Mapping) else list(dissection)
+    if not items or not all(isinstance(d, Dissection) for d in items):
+        raise TypeError("dissection must be a Dissection, or a dict / list of them (one per layer)")
+    return {d.layer: d for d in items}
+
+
+def _brush(mask, resolution: int) -> Tensor:
+    """A brush as float [R, R] in [0, 1] at image resolution; uint8 is read as 0..255 (an alpha channel)."""
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).detach().cpu()
+    if m.ndim != 2:
+        raise ValueError(f"the brush mask must be one channel [H, W], got shape {list(m.shape)}")
+    if m.dtype == torch.bool:
+        m = m.float()
+    elif m.dtype == torch.uint8:
+        m = m.float() / 255
+    else:
+        m = m.float()
+    if not torch.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+        raise ValueError("brush mask values must be within [0, 1] (or uint8 0..255)")
+    if m.max() == 0:
+        raise ValueError("the brush mask is empty: paint over the region to edit first")
+    if tuple(m.shape) != (resolution, resolution):
+        if m.shape[0] != m.shape[1]:
+            raise ValueError(f"the brush mask must be square like the image ({resolution}x{resolution}), "
+                             f"got {m.shape[0]}x{m.shape[1]}")
+        mode = "area" if m.shape[0] > resolution else "bilinear"
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        m = F.interpolate(m[None, None], size=(resolution, resolution), mode=mode, **kwargs)[0, 0].clamp(0, 1)
+        if m.max() == 0:
+            raise ValueError("the brush mask is empty at the image's resolution: paint a larger region")
+    return m
+
+
+def _check_strength(strength) -> float:
+    if isinstance(strength, bool):
+        raise ValueError(f"strength must be a number within (0, {MAX_STRENGTH}], got {strength!r}")
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"strength must be a number within (0, {MAX_STRENGTH}], got {strength!r}") from None
+    if not math.isfinite(s) or not 0 < s <= MAX_STRENGTH:
+        raise ValueError(f"strength must be within (0, {MAX_STRENGTH}] (1: the concept's level), got {strength!r}")
+    return s
+
+
+def _levels(target: Tensor, opposite: Tensor, strength: float) -> tuple[Tensor, float]:
+    """(value, opacity): strength <= 1 fades the change in; above 1 the level moves past the target."""
+    if strength <= 1:
+        return target, strength
+    return opposite + strength * (target - opposite), 1.0
+
+
+def concept_units(dissection: Dissection, concept: str, k: int | None = None) -> tuple[int, ...]:
+    """The units ``remove`` switches off: IoU with ``concept`` above LABEL_IOU (at least 4, at most a
+    quarter of the layer), best first; or the top ``k`` when ``k`` is given."""
+    if k is not None:
+        return dissection.top_units(concept, k)
+    j = dissection.part_index(concept)
+    clear = int((dissection.iou[:, j] > LABEL_IOU).sum())
+    cap = max(1, int(dissection.num_units * MAX_REMOVE_SHARE))
+    return dissection.top_units(concept, max(min(MIN_REMOVE_UNITS, cap), min(clear, cap)))
+
+
+def choose_layer(dissection: Dissections, concept: str, action: str) -> str:
+    """The layer ``paint`` uses when none is given (see the module docstring for the rules)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
+    ds = sorted(_as_dissections(dissection).values(), key=lambda d: _layer_order(d.layer))
+    cols = [d.iou[:, d.part_index(concept)] for d in ds]
+    clear = [c[c > LABEL_IOU] for c in cols]
+    if not any(len(c) for c in clear):                                     # no clear unit anywhere: best unit
+        return ds[int(torch.stack([c.max() for c in cols]).argmax())].layer
+    if action == "add":
+        return next(d.layer for d, c in zip(ds, clear) if len(c))
+    scores = torch.stack([c.mean() if len(c) else torch.tensor(0.0) for c in clear])
+    return ds[int(scores.argmax())].layer
+
+
+def paint(G: Generator, latent: Latent, mask, concept: str, action: str, strength: float = 1.0,
+          dissection: Dissections | None = None, *, layer: str | None = None, k: int | None = None) -> UnitEdit:
+    """The brush edit that removes or adds ``concept`` inside ``mask`` (see the module docstring).
+
+    mask:       [H, W] in [0, 1] (bool, or uint8 0..255 such as an alpha channel), at image resolution.
+    dissection: one Dissection, or several (a dict or list, one per layer) to let ``layer=None``
+                ("auto") choose among them.
+    layer:      force one of the dissected layers; k: force the number of units ``remove`` switches.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; allowed: {', '.join(ACTIONS)}")
+    strength = _check_strength(strength)
+    ds = _as_dissections(dissection)
+    mh = diskcache.model_hash(G)
+    for d in ds.values():
+        if d.model_hash != mh:
+            raise ValueError(f"the dissection of {d.layer} was made for other weights ({d.model_hash}) than the "
+                             f"model's ({mh}); dissect this model")
+    if latent.model_hash != mh:
+        raise ValueError(f"the image was made with model {latent.model_id!r} (weights {latent.model_hash}), not "
+                         f"with this model ({mh})")
+    first = next(iter(ds.values()))
+    if concept not in first.parts:
+        offered = sorted({c for d in ds.values() for c in d.concepts()}) or list(first.parts)
+        raise ValueError(f"unknown concept {concept!r}; allowed: {', '.join(offered)}")
+    brush = _brush(mask, G.img_resolution)
+    if layer is None:
+        layer = choose_layer(ds, concept, action)
+    elif layer not in ds:
+        raise ValueError(f"layer {layer!r} has no dissection here; allowed: {', '.join(ds)}")
+    d = ds[layer]
+    j = d.part_index(concept)
+    if action == "remove":
+        units = concept_units(d, concept, k)
+        idx = list(units)
+        value, opacity = _levels(d.low[idx], d.mean_in[idx, j], strength)
+    else:
+        if k is not None:
+            raise ValueError("k only applies to 'remove'; 'add' sets every unit of the layer")
+        units = tuple(range(d.num_units))
+        value, opacity = _levels(d.mean_in[:, j], d.mean_out[:, j], strength)
+    return UnitEdit(layer, units, brush * opacity, action, value, name=concept, method="dissection")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models without a segmenter: the units of the painted region
+
+
+@dataclass(frozen=True)
+class UnitLevels:
+    """Per-unit activation levels of one layer over samples, without any segmenter."""
+
+    layer: str
+    model_hash: str
+    n: int
+    seed: int
+    quantile: float
+    thresholds: Tensor      # [C] level at ``quantile`` ("on" above it, as in a Dissection)
+    low: Tensor             # [C] level at ``1 - quantile`` (a unit switched "off")
+
+
+def unit_levels(G: Generator, layer: str, n: int = 256, seed: int = 0, quantile: float = 0.99, *,
+                truncation_psi: float = 1.0, batch_size: int = 32, cache: bool = True) -> UnitLevels:
+    """Each unit's "on" threshold and "off" level over ``G.sample_z(n, seed)`` (cached on disk).
+
+    What :func:`units_for_region` needs for a model without a segmenter; a :class:`Dissection`
+    carries the same levels.
     """
     _check_layer(G, layer)
     n = _check_int(n, "n", 1)
     seed = _check_int(seed, "seed", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
     quantile = float(quantile)
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must be within (0, 1), e.g. 0.99 for the top 1%, got {quantile}")
-    parts = _segmenter_parts(segmenter, parts)
+    if not 0.5 < quantile < 1:
+        raise ValueError(f"quantile must be within (0.5, 1), e.g. 0.99 for the top 1%, got {quantile}")
     mh = diskcache.model_hash(G)
-    params = {"version": CACHE_VERSION, "layer": layer, "n": n, "seed": seed, "quantile": quantile,
-              "truncation_psi": float(truncation_psi), "parts": list(parts), "segmenter": _segmenter_hash(segmenter),
-              "calibration": CALIBRATION_VALUES, "low_quantile": LOW_QUANTILE}
-    key = diskcache.make_key(mh, params)
-    out = diskcache.cached(CACHE_NAMESPACE, key,
-                           lambda: _compute(G, segmenter, layer, parts, n, seed, quantile, float(truncation_psi),
-                                            batch_size, progress),
+    params = {"version": CACHE_VERSION, "kind": "levels", "layer": layer, "n": n, "seed": seed, "quantile": quantile,
+              "truncation_psi": float(truncation_psi)}
+
+    @torch.no_grad()
+    def compute() -> dict[str, Tensor]:
+        acts = []
+        for z in G.sample_z(n, seed).split(batch_size):                    # [B, z_dim]
+            ws = G.mapping(z, truncation_psi=float(truncation_psi))          # [B, num_ws, w_dim]
+            with TraceDict(G, [f"synthesis.{layer}"], detach=True, stop=True) as td:
+                G.synthesis(ws)
+            a = td[f"synthesis.{layer}"].output.float()                      # [B, C, h, w]
+            acts.append(a.transpose(0, 1).reshape(a.shape[1], -1).cpu())    # [C, B*h*w]
+        values = torch.cat(acts, dim=1)
+        return {"thresholds": _quantile_rows(values, quantile), "low": _quantile_rows(values, 1 - quantile)}
+
+    out = diskcache.cached(CACHE_NAMESPACE, diskcache.make_key(mh, params), compute,
                            metadata={"params": str(params)}, enabled=cache)
-    _, res = _layer_shape(G, layer)
-    return Dissection(layer, res, parts, mh, n, seed, quantile, float(truncation_psi), out["thresholds"],
-                      out["iou"], out["low"], out["mean_in"], out["mean_out"], out["part_area"])
+    return UnitLevels(layer, mh, n, seed, quantile, out["thresholds"], out["low"])
+
+
+@dataclass(frozen=True)
+class RegionUnits:
+    """The units whose "on" region on the current image best matches a painted region, best first."""
+
+    layer: str
+    units: tuple[int, ...]
+    scores: Tensor      # [k] IoU of each unit's thresholded map (on this image) with the brush
+    inside: Tensor      # [k] mean level inside the brush on this image
+    low: Tensor         # [k] each unit's "off" level (bottom 1 - quantile over samples)
+    mask: Tensor        # [H, W] the brush, at image resolution
+
+    def edit(self, action: str = "remove", strength: float = 1.0, name: str = "what I painted") -> UnitEdit:
+        """``remove``: the units go to their low level inside the brush; ``amplify``: they are scaled
+        by ``1 + strength`` there."""
+        if action not in REGION_ACTIONS:
+            raise ValueError(f"unknown action {action!r}; allowed: {', '.join(REGION_ACTIONS)}")
+        strength = _check_strength(strength)
+        if action == "amplify":
+            return UnitEdit(self.layer, self.units, self.mask, "scale", 1.0 + strength, name=name,
+                            method="dissection")
+        value, opacity = _levels(self.low, self.inside, strength)
+        return UnitEdit(self.layer, self.units, self.mask * opacity, "remove", value, name=name, method="dissection")
+
+
+@torch.no_grad()
+def units_for_region(G: Generator, latent: Latent, mask, layer: str, k: int = 24,
+                     levels: "UnitLevels | Dissection | None" = None) -> RegionUnits:
+    """The ``k`` units of ``layer`` whose activation on the current image is most concentrated in ``mask``.
+
+    A unit is "on" where its upsampled map exceeds its threshold over samples (``levels``: a
+    :class:`Dissection` or :class:`UnitLevels` of the layer; default ``unit_levels(G, layer)``,
+    cached on disk); the score is the IoU of that region with the brush (soft for a soft brush).
+    Thresholds from samples matter: ranking by the share of a unit's activation inside the brush
+    on this one image removed about a fifth as much on faces64 (bench/bench_paint.py).
+    """
+    _check_layer(G, layer)
+    units, res = _layer_shape(G, layer)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= units:
+        raise ValueError(f"k must be an integer between 1 and {units} (the units of {layer}), got {k!r}")
+    brush = _brush(mask, G.img_resolution)
+    if tuple(latent.ws.shape) != (G.num_ws, G.w_dim):
+        raise ValueError(f"the latent has ws {list(latent.ws.shape)} but the model needs [{G.num_ws}, {G.w_dim}]")
+    if levels is None:
+        levels = unit_levels(G, layer)
+    if levels.layer != layer or levels.thresholds.numel() != units:
+        raise ValueError(f"levels are for layer {levels.layer!r}, not {layer!r}")
+    ws = latent.ws[None].to(G.mapping.w_avg.device)                           # [1, num_ws, w_dim]
+    act, img = layer_activations(G, ws, layer)
+    act = act[0].float().cpu()                                                # [C, h, w]
+    up = F.interpolate(act[None], size=img.shape[-2:], mode="bilinear", align_corners=False)[0]   # [C, H, W]
+    on = (up > levels.thresholds.view(-1, 1, 1)).float()
+    inter = (on * brush).sum(dim=(1, 2))
+    union = torch.maximum(on, brush.expand_as(on)).sum(dim=(1, 2))
+    iou = inter / union.clamp_min(1e-12)                                      # [C]
+    order = iou.argsort(descending=True, stable=True)[:int(k)]
+    cover = _cell_cover(brush[None, None], res, res)[0, 0]                    # [h, w]
+    inside = (act * cover).sum(dim=(1, 2)) / cover.sum().clamp_min(1e-12)
+    return RegionUnits(layer, tuple(order.tolist()), iou[order], inside[order], levels.low[order], brush)

@@ -1,0 +1,178 @@
+"""The suite in a real browser (Playwright driving Debian's Chromium), as a visitor uses it.
+
+Each step saves a screenshot under ``$INTERP_ARTIFACTS/browser`` (default ``tests/artifacts/browser``).
+Needs ``pip install -r requirements-dev.txt`` and ``apt-get install chromium`` (Playwright cannot
+download its own browser here). Without Chromium the tests skip, except under ``.ci/run``
+(``INTERP_REQUIRE_BROWSER=1``), where a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(os.environ.get("INTERP_ARTIFACTS", Path(__file__).parent / "artifacts")) / "browser"
+TIMEOUT_MS = 60_000
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "Chromium is not installed (apt-get install chromium, or set CHROMIUM_PATH)"
+        if os.environ.get("INTERP_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        message = "Playwright is not installed (pip install -r requirements-dev.txt)"
+        if os.environ.get("INTERP_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    import app
+
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("browser")
+    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    demo = app.build_demo(app.build_zoo(), "cpu")           # the built-in faces64 and the registry, offline
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+                            css=app.CSS)
+    try:
+        yield url
+    finally:
+        demo.close()
+        mp.undo()
+
+
+@pytest.fixture()
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    chromium = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+class Steps:
+    """Screenshots named by test and step number, so a person can replay what the browser saw."""
+
+    def __init__(self, page, name: str) -> None:
+        self.page, self.name, self.i = page, name, 0
+
+    def shot(self, what: str) -> None:
+        self.i += 1
+        self.page.screenshot(path=str(ARTIFACTS / f"{self.name}-{self.i:02d}-{what}.png"), full_page=True)
+
+
+def _src(page, elem_id: str) -> str:
+    """The URL of the image shown by the component ``elem_id`` (it changes when the image changes)."""
+    img = page.locator(f"#{elem_id} img").first
+    img.wait_for()
+    return img.get_attribute("src") or ""
+
+
+def _current_src(page) -> str:
+    return _src(page, "current-image")
+
+
+def _explore_src(page) -> str:
+    return _src(page, "explore-image")
+
+
+def _summary(page) -> str:
+    return page.get_by_text(re.compile(r"^Image: ")).first.inner_text()
+
+
+def _error_pills(page) -> int:
+    """Components whose status shows "Error" (a failed event marks its outputs so until they update)."""
+    trackers = page.locator("[data-testid='status-tracker']").all()
+    return sum(1 for t in trackers if "Error" in t.inner_text() and "hide" not in (t.get_attribute("class") or ""))
+
+
+def _wait_changed(page, before: str, read, timeout_ms: int = TIMEOUT_MS) -> str:
+    deadline = timeout_ms
+    while deadline > 0:
+        now = read(page)
+        if now and now != before:
+            return now
+        page.wait_for_timeout(250)
+        deadline -= 250
+    raise AssertionError(f"nothing changed within {timeout_ms / 1000:.0f} s (still {before[:80]!r})")
+
+
+def test_generate_explore_apply_and_recipe(page, tmp_path):
+    steps = Steps(page, "explore")
+    page.get_by_text("Image: seed 0, psi 0.70").first.wait_for()      # a sample as soon as the page opens
+    first = _current_src(page)
+    steps.shot("opened")
+
+    page.get_by_label("Seed").first.fill("5")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_text("Image: seed 5, psi 0.70").first.wait_for()
+    _wait_changed(page, first, _current_src)
+    steps.shot("generated")
+
+    page.get_by_role("tab", name="Explore").click()
+    page.get_by_role("button", name="Find directions").click()
+    page.get_by_text(re.compile(r"directions\*?\*? from SeFa")).first.wait_for()
+    found = _explore_src(page)
+    steps.shot("found")
+    before = _summary(page)
+
+    # drag the first direction's slider to the right with the keyboard, as a person with arrows would
+    slider = page.locator("input[type='range'][aria-label*='more']").first
+    slider.focus()
+    for _ in range(15):
+        page.keyboard.press("ArrowRight")
+    _wait_changed(page, found, _explore_src)                      # the preview follows the slider
+    steps.shot("slid")
+
+    page.get_by_role("button", name="Apply to the current image").click()
+    page.get_by_text(re.compile(r"SeFa .*std in w")).first.wait_for()
+    assert _summary(page) == before                               # the first summary line (source) is unchanged
+    steps.shot("applied")
+
+    # an expected mistake: a toast with the sentence, the page keeps working
+    page.get_by_role("button", name="Apply to the current image").click()
+    page.get_by_text("All sliders are at 0").first.wait_for()
+    steps.shot("error-toast")
+    assert page.locator("#explore-image img").count() == 1                 # the preview is not replaced by "Error"
+    page.wait_for_timeout(1000)
+    assert _error_pills(page) == 0                          # no component is replaced by an "Error" pill
+
+    # save the recipe, clear the edits, open the recipe again: the edit comes back
+    page.get_by_role("button", name="Save recipe").click()
+    link = page.locator("a[download$='recipe.safetensors']").first
+    link.wait_for()
+    with page.expect_download() as info:
+        link.click()
+    saved = tmp_path / "recipe.safetensors"
+    info.value.save_as(saved)
+    page.get_by_role("button", name="Clear edits").click()
+    page.get_by_text("No edits yet.").first.wait_for()
+    steps.shot("cleared")
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Open recipe").click()
+    chooser.value.set_files(str(saved))
+    page.get_by_text(re.compile(r"SeFa .*std in w")).first.wait_for()
+    steps.shot("reopened")
