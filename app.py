@@ -33,7 +33,8 @@ import gradio as gr
 
 import demos
 import demos.current
-from demos.common import AppContext, model_choices, preload_markdown, preload_pending, public_text
+from demos.common import (AppContext, guard_number_inputs, model_choices, preload_markdown, preload_pending,
+                          public_text)
 from interp import devices
 from interp.zoo import REGISTRY_PATH, Zoo
 
@@ -104,7 +105,7 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
             for tab in demos.TABS:
                 with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]) as gr_tab:
                     tab.build(dataclasses.replace(ctx, tab=gr_tab))
-    return demo
+    return guard_number_inputs(demo)       # text, NaN, inf, fractions of whole numbers: a sentence, not a crash
 
 
 def _describe(zoo: Zoo, model_id: str | None) -> str:

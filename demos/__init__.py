@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from demos import explore, generate
+from demos import explore, generate, invert, paint
 
-TABS: list[ModuleType] = [generate, explore]
+TABS: list[ModuleType] = [generate, explore, paint, invert]

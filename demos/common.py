@@ -7,6 +7,7 @@ tensors with ``interp.imaging`` (``tensor_to_pil``, ``grid_image``).  Failures s
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ __all__ = [
     "export_path",
     "get_generator",
     "gpu",
-    "int_number",
+    "guard_number_inputs",
     "model_choices",
     "preload_markdown",
     "preload_pending",
@@ -215,23 +216,6 @@ def int_slider(*args: Any, **kwargs: Any) -> gr.Slider:
     return slider
 
 
-def int_number(*args: Any, **kwargs: Any) -> gr.Number:
-    """A ``gr.Number`` for whole numbers that the API types ``integer`` and that does not round.
-
-    ``gr.Number(precision=0)`` rounds before the handler runs (an API call with seed ``1.5`` became
-    2, and NaN or infinity crashed in ``int(round(x))``); this one passes the value unchanged, so
-    the handler's :func:`check_int` refuses ``1.5``, NaN and infinity with a sentence. Handlers
-    must call ``check_int``. (Not a subclass, as for :func:`int_slider`.)
-    """
-    if kwargs.get("precision") not in (None, 0):
-        raise ValueError(f"int_number is for whole numbers; got precision={kwargs['precision']!r}")
-    kwargs["precision"] = None
-    number = gr.Number(*args, **kwargs)
-    info = {**number.api_info(), "type": "integer"}
-    number.api_info = lambda: info                                        # type: ignore[method-assign]
-    return number
-
-
 # --------------------------------------------------------------- errors
 
 log = logging.getLogger("interp.app")
@@ -318,11 +302,12 @@ _EXPORT_DIR: Path | None = None
 
 
 def export_dir() -> Path:
-    """This process's folder for exported files (created on first use, under the temporary directory)."""
+    """This process's folder for exported files (created on first use in the temporary directory, removed at exit)."""
     global _EXPORT_DIR
     with _EXPORT_LOCK:
         if _EXPORT_DIR is None or not _EXPORT_DIR.is_dir():
             _EXPORT_DIR = Path(tempfile.mkdtemp(prefix=f"interp-exports-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, _EXPORT_DIR, ignore_errors=True)      # gone with the process
         return _EXPORT_DIR
 
 
@@ -353,6 +338,49 @@ def export_path(filename: str, ttl_s: float | None = None) -> Path:
 
 
 # --------------------------------------------------------------- validation
+
+
+def _number_payload_error(block: Any, value: Any) -> str | None:
+    """Why ``value`` cannot be the raw payload of the gr.Number / gr.Slider ``block``; None when it can."""
+    if value is None and isinstance(block, gr.Number):
+        return None                                                       # an empty Number box: the handler decides
+    name = block.label or "This number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} must be a number, got {value!r}."
+    if not math.isfinite(value):
+        return f"{name} must be a finite number, got {value!r}."
+    if getattr(block, "precision", None) == 0 and value != int(value):
+        return f"{name} must be a whole number, got {value!r}."
+    return None
+
+
+def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
+    """Refuse text, NaN, infinity and (for ``precision=0`` numbers) fractions in every gr.Number and
+    gr.Slider input of ``demo``, with a sentence naming the field, before Gradio preprocesses them.
+
+    Gradio would otherwise crash on them (``"abc" < minimum``, ``int(round(nan))``) with an internal
+    error, or silently round ``1.5`` to 2 for an API typed ``integer``. Call once after building every
+    tab (``app.build_demo`` does). Ranges stay with Gradio's own bounds check and the handlers'
+    :func:`check_int` / :func:`check_float`. (It wraps the Blocks' ``validate_inputs``, which Gradio
+    runs first on every event's raw inputs; component instances are not patched, since Gradio replaces
+    them per session when a handler updates their properties.)
+    """
+    original = getattr(demo, "validate_inputs", None)
+    if original is None:  # pragma: no cover - a Gradio without the hook: the handlers' checks remain
+        log.warning("gradio.Blocks has no validate_inputs: number inputs are checked by the handlers only")
+        return demo
+
+    def validate_inputs(block_fn: Any, inputs: list[Any]) -> None:
+        original(block_fn, inputs)
+        for block, value in zip(block_fn.inputs, inputs):
+            if isinstance(block, (gr.Number, gr.Slider)) and not isinstance(value, dict):   # dict: a prop input
+                why = _number_payload_error(block, value)
+                if why is not None:
+                    raise user_error(why)
+
+    demo.validate_inputs = validate_inputs                                # type: ignore[method-assign]
+    return demo
+
 
 
 def check_int(value: Any, name: str, lo: int, hi: int) -> int:

@@ -14,15 +14,13 @@ API (gradio_client; the current image lives in the client's session):
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from demos.common import AppContext, get_generator, gpu, user_error
+from demos.common import AppContext, export_path, get_generator, gpu, user_error
 from interp import diskcache
 from interp.edit import Recipe, RecipeError
 from interp.imaging import tensor_to_pil
@@ -88,8 +86,7 @@ def build(ctx: AppContext) -> list[Any]:
     def save(recipe):
         if not isinstance(recipe, Recipe):
             raise user_error("There is nothing to save yet: generate an image first.")
-        folder = Path(tempfile.mkdtemp(prefix="interp-recipe-"))
-        return str(recipe.save(folder / f"{recipe.model_id}-recipe.safetensors"))
+        return str(recipe.save(export_path(f"{recipe.model_id}-recipe.safetensors")))
 
     def open_recipe(model_id, file):
         if file is None:

@@ -21,14 +21,14 @@ without computing: the baseline of the round-trip benchmark (bench/bench_explore
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import (AppContext, check_float, check_int, export_path, get_generator, gpu, int_slider,
+                          user_error)
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.directions import DirectionFileError, DirectionSet, load_directions, save_directions
@@ -188,9 +188,8 @@ class Handlers:
     def export_directions(self, ds):
         if ds is None:
             raise user_error("There are no directions to export: press 'Find directions' first.")
-        folder = Path(tempfile.mkdtemp(prefix="interp-directions-"))
         rows = rows_text(ds.layers).replace(",", "_")
-        return str(save_directions(ds, folder / f"{ds.model_id}-{ds.method}-rows{rows}.safetensors"))
+        return str(save_directions(ds, export_path(f"{ds.model_id}-{ds.method}-rows{rows}.safetensors")))
 
     def import_directions(self, model_id, file):
         if file is None:

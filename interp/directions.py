@@ -163,9 +163,12 @@ def load_directions(path: str | Path, expected_hash: str | None = None) -> Direc
         raise DirectionFileError(f"{label!r} is not a readable safetensors file (truncated or corrupted): "
                                  f"{str(exc)[:160]}") from None
     try:
+        for name in ("values", "shares"):                  # shown on the sliders; directions / stds: DirectionSet
+            if not torch.isfinite(tensors[name]).all():
+                raise ValueError(f"{name} must be finite")
         ds = DirectionSet(tensors["directions"], tensors["values"], tensors["stds"], tensors["shares"],
-                          meta["space"], tuple(json.loads(meta["layers"])), meta["method"], meta["model_id"],
-                          meta["model_hash"], tuple(json.loads(meta["names"])), json.loads(meta.get("params", "{}")))
+                          meta["space"], _json_rows(meta["layers"]), meta["method"], meta["model_id"],
+                          meta["model_hash"], _json_names(meta["names"]), _json_params(meta.get("params", "{}")))
     except (KeyError, ValueError, TypeError) as exc:
         raise DirectionFileError(f"{label!r} has damaged or inconsistent metadata: {exc}") from None
     if expected_hash is not None and ds.model_hash != expected_hash:
@@ -173,3 +176,40 @@ def load_directions(path: str | Path, expected_hash: str | None = None) -> Direc
             f"{label!r} holds directions for model {ds.model_id!r} (weights {ds.model_hash}), but the selected model "
             f"has weights {expected_hash}; directions only make sense for the weights they were computed on")
     return ds
+
+
+# A file's metadata is untrusted JSON: check the types the rest of the code relies on.
+
+
+def _json_rows(text: str) -> tuple[int, ...]:
+    rows = json.loads(text)
+    if not isinstance(rows, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in rows):
+        raise ValueError(f"layers must be a list of whole ws rows, got {text[:80]!r}")
+    return tuple(rows)
+
+
+def _json_names(text: str) -> tuple[str, ...]:
+    names = json.loads(text)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"names must be a list of texts, got {text[:80]!r}")
+    return tuple(names)
+
+
+def _json_params(text: str) -> dict[str, Any]:
+    params = json.loads(text)
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a JSON object, got {text[:80]!r}")
+    naming = params.get("naming")
+    if naming is not None:        # CLIP names: interp.methods.naming.DirectionName.to_dict(), read by the tabs
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def ok(n: Any) -> bool:
+            return (isinstance(n, dict) and set(n) == {"index", "phrase", "entry", "sign", "score", "confidence"}
+                    and isinstance(n["index"], int) and isinstance(n["phrase"], str) and isinstance(n["entry"], str)
+                    and n["sign"] in (-1, 1) and number(n["score"]) and number(n["confidence"])
+                    and 0 <= n["confidence"] <= 1)
+        if not isinstance(naming, list) or not all(ok(n) for n in naming):
+            raise ValueError("params 'naming' must be a list of CLIP names {index, phrase, entry, sign: +1 or -1, "
+                             "score, confidence: 0..1}")
+    return params

@@ -91,6 +91,10 @@ PRESETS = ("all", "coarse", "middle", "fine", "custom")
 UNIT_MODES = ("remove", "add", "scale")
 RECIPE_FORMAT = "interp.recipe/1"
 MAX_RECIPE_BYTES = 64 * 2**20
+MAX_SEED = 2**32 - 1              # numpy's RandomState seeds (G.sample_z)
+MAX_SEED_SAMPLES = 4096           # a seed latent is sample `index` of G.sample_z(n, seed): n at most this
+MAX_RECIPE_STRENGTH = 100.0       # std units: far beyond any slider; a larger one only makes a broken image
+MAX_RECIPE_STD = 1000.0           # latent units per std
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -526,8 +530,12 @@ class Latent:
         if self.origin.get("kind") != "seed":
             raise ValueError(f"z-space edits need a latent made from a seed; this image comes from "
                              f"{self.describe()}. Edit it in w or s instead")
-        n, index = int(self.origin.get("n", 1)), int(self.origin.get("index", 0))
-        return G.sample_z(n, int(self.origin["seed"]))[index:index + 1]
+        seed, n, index = self.origin.get("seed"), self.origin.get("n", 1), self.origin.get("index", 0)
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (seed, n, index))
+        if not whole or not 0 <= seed <= MAX_SEED or not 1 <= n <= MAX_SEED_SAMPLES or not 0 <= index < n:
+            raise ValueError(f"this image's origin (seed {seed!r}, sample {index!r} of {n!r}) is not a seed sample: "
+                             f"seeds are whole numbers 0 .. {MAX_SEED}, samples 0 .. n - 1 with n <= {MAX_SEED_SAMPLES}")
+        return G.sample_z(n, seed)[index:index + 1]
 
     def describe(self) -> str:
         """A short text: 'seed 42, psi 0.70', 'an inversion (w+, 300 steps)', ..."""
@@ -549,11 +557,16 @@ def render(G: Generator, latent: Latent, edits: Sequence[AnyEdit] = (), noise_mo
     device = G.mapping.w_avg.device
     if latent.styles is not None:
         styles = split_styles(G, latent.styles[None].to(device))
-        return synthesize_styles(G, latent.ws[None].to(device), styles, edits, noise_mode, cache)
-    if _active(edits, "z"):
+        img = synthesize_styles(G, latent.ws[None].to(device), styles, edits, noise_mode, cache)
+    elif _active(edits, "z"):
         z = latent.z(G).to(device)
-        return synthesize(G, z, edits, float(latent.origin.get("psi", 1.0)), noise_mode, cache)
-    return synthesize_ws(G, latent.ws[None].to(device), edits, noise_mode, cache)
+        img = synthesize(G, z, edits, float(latent.origin.get("psi", 1.0)), noise_mode, cache)
+    else:
+        img = synthesize_ws(G, latent.ws[None].to(device), edits, noise_mode, cache)
+    if not torch.isfinite(img).all():
+        raise ValueError("the image came out as NaN / infinity: the latent or an edit's strength is far outside what "
+                         "the model can render; undo the last edit or use a smaller strength")
+    return img
 
 
 class RenderSession:
@@ -760,8 +773,13 @@ class Recipe:
             edits: list[AnyEdit] = []
             for i, d in enumerate(json.loads(meta["edits"])):
                 if d["type"] == "direction":
-                    edits.append(DirectionEdit(tensors[f"edits.{i}.direction"], d["space"], tuple(d["layers"]),
-                                               d["strength"], d["std"], d.get("name", ""), d.get("method", "")))
+                    e = DirectionEdit(tensors[f"edits.{i}.direction"], d["space"], tuple(d["layers"]), d["strength"],
+                                      d["std"], d.get("name", ""), d.get("method", ""))
+                    if abs(e.strength) > MAX_RECIPE_STRENGTH or e.std > MAX_RECIPE_STD:
+                        raise ValueError(f"edit {i} moves {e.strength:g} std of {e.std:g} latent units; a recipe's "
+                                         f"strengths are within +-{MAX_RECIPE_STRENGTH:g} std of at most "
+                                         f"{MAX_RECIPE_STD:g} units")
+                    edits.append(e)
                 elif d["type"] == "unit":
                     edits.append(UnitEdit(d["layer"], tuple(d["units"]), tensors.get(f"edits.{i}.mask"), d["mode"],
                                           tensors[f"edits.{i}.value"], d.get("name", ""), d.get("method", "")))

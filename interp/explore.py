@@ -10,8 +10,6 @@ Pure functions over the generator and data; no Gradio. ``bench/bench_explore.py`
 from __future__ import annotations
 
 import io
-from typing import Sequence
-
 import torch
 from PIL import Image
 

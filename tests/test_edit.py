@@ -221,7 +221,9 @@ def test_z_edits_need_a_seed_latent(tiny_generator):
 
 def test_direction_files_roundtrip_and_refusals(tiny_generator, tiny_checkpoint, tmp_path):
     G = tiny_generator
-    ds = _direction_set(G).with_names(["+ a smiling face", "#1", "#2"], naming=[{"confidence": 0.5}])
+    named = {"index": 0, "phrase": "a smiling face", "entry": "a smiling face", "sign": 1, "score": 0.1,
+             "confidence": 0.5}
+    ds = _direction_set(G).with_names(["+ a smiling face", "#1", "#2"], naming=[named])
     path = save_directions(ds, tmp_path / "d.safetensors")
     back = load_directions(path, expected_hash=diskcache.model_hash(G))
     for name in ("directions", "values", "stds", "shares"):

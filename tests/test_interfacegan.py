@@ -53,13 +53,13 @@ def planted(tiny_generator):
 def test_planted_attribute_is_recovered(planted):
     G, scorer, samples, v, u = planted
     assert samples.codes.shape == (2000, G.w_dim) and samples.attributes == ("planted", "other")
-    # In this anisotropic W the raw SVM (InterFaceGAN) recovers a planted normal from thick classes (top vs
-    # bottom half); whitened, a tenth per side suffices.
-    b = ifg.train_boundary(samples, "planted", ratio=0.5)
+    # In this anisotropic W the raw, weakly regularised SVM (InterFaceGAN's) recovers a planted normal from
+    # thick classes (top vs bottom half); whitened, a tenth per side suffices.
+    b = ifg.train_boundary(samples, "planted", ratio=0.5, C=1.0)
     assert float(b.normal @ v) > 0.99
     assert b.val_accuracy >= 0.95
     assert (b.n_train, b.n_val, b.n_remaining) == (1400, 600, 0) and math.isnan(b.remaining_accuracy)
-    white = ifg.train_boundary(samples, "planted", ratio=0.1, whiten=True)
+    white = ifg.train_boundary(samples, "planted", ratio=0.1, C=1.0, whiten=True)
     assert float(white.normal @ v) > 0.99 and white.val_accuracy >= 0.95
     # the boundary separates by its decision value, and its edit is a W edit in std units
     assert float((b.decision(samples.codes) > 0).float().mean()) == pytest.approx(0.5, abs=0.1)
@@ -78,7 +78,7 @@ def test_wplus_and_s_spaces(planted):
     rows = (0, 1)
     wp = samples.in_space(G, "w+", rows)
     assert wp.codes.shape == (2000, 2 * G.w_dim) and torch.equal(wp.scores["planted"], samples.scores["planted"])
-    b = ifg.train_boundary(wp, "planted", ratio=0.5)
+    b = ifg.train_boundary(wp, "planted", ratio=0.5, C=1.0)
     assert float(b.edit_direction @ v) > 0.99                              # the W boundary, repeated over the rows
     e = b.edit(1.0)
     assert e.space == "w" and e.layers == rows
@@ -124,10 +124,11 @@ def test_conditioned_boundary_keeps_strength_units(planted):
 
 def test_verify_planted_reliable_random_unreliable(planted):
     G, scorer, samples, v, u = planted
-    b = ifg.train_boundary(samples, "planted", ratio=0.5)
+    b = ifg.train_boundary(samples, "planted")
     good = ifg.verify(G, b, scorer, n=16, strengths=(-2, -1, 1, 2))
     assert good.reliable and good.monotonic and good.strengths == (-2.0, -1.0, 0.0, 1.0, 2.0)
-    assert good.effect["planted"] == pytest.approx(b.std, rel=0.05)       # score = w @ v moves std * cos per unit
+    # score = w @ v: one unit of strength moves w by std along the normal, the score by std * cos(normal, v)
+    assert good.effect["planted"] == pytest.approx(b.std * float(b.normal @ v), rel=1e-3)
     assert good.effect_std["planted"] > 0.9
     assert float(good.mean["planted"][2]) == 0.0 and set(good.mean) == {"planted", "other"}
     r = torch.randn(G.w_dim, generator=torch.Generator().manual_seed(7))
@@ -257,3 +258,42 @@ def test_train_boundaries_cache(planted, tmp_path, monkeypatch):
     assert list((tmp_path / ifg.BOUNDARY_CACHE).glob("*.safetensors"))
     again = ifg.train_boundaries(samples, ["planted"], ratio=0.1)
     assert torch.equal(first[0].normal, again[0].normal) and first[0].to_dict() == again[0].to_dict()
+
+
+class PlantedClasses:
+    """A categorical attribute of w: softmax over three planted linear logits."""
+
+    needs_images = False
+    id = "planted-classes:1"
+    attributes = (ifg.AttributeSpec("shape", "categorical", ("round", "square", "long")),)
+
+    def __init__(self, vectors: torch.Tensor):
+        self.vectors = vectors                                             # [3, w_dim]
+
+    def __call__(self, images, ws):
+        return {"shape": (4 * ws[:, 0] @ self.vectors.T).softmax(-1)}    # [N, 3]
+
+
+def test_categorical_one_vs_rest_and_predictor_columns(tiny_generator):
+    G = tiny_generator
+    vectors = torch.stack([_unit(G.w_dim, s) for s in (11, 12, 13)])
+    samples = ifg.score_samples(G, PlantedClasses(vectors), 1000, seed=0, cache=False)
+    assert samples.attributes == ("shape=round", "shape=square", "shape=long")
+    assert samples.kinds["shape=long"] == "categorical"
+    assert torch.allclose(sum(samples.scores.values()), torch.ones(1000), atol=1e-5)
+    b = ifg.train_boundary(samples, "shape=square", ratio=0.1)
+    assert b.kind == "categorical" and b.val_accuracy >= 0.9
+    # moving along it raises that class's logit relative to the others
+    gain = b.normal @ (vectors[1] - vectors[[0, 2]]).T
+    assert (gain > 0).all()
+    with pytest.raises(ValueError, match="unknown attribute 'shape'; available: shape=round"):
+        ifg.train_boundary(samples, "shape")
+
+    from interp.builtin import AttributePredictor, FACTOR_NAMES
+
+    torch.manual_seed(0)
+    scorer = ifg.PredictorScorer(AttributePredictor().eval())             # random weights: the plumbing only
+    s = ifg.score_samples(G, scorer, 8, seed=0, batch=4, precision="float32", cache=False)
+    assert "hair_color=blond" in s.attributes and "glasses" in s.attributes and "hair_color" not in s.attributes
+    assert len(s.attributes) == len(FACTOR_NAMES) - 1 + 4 and s.kinds["glasses"] == "binary"
+    assert scorer.id.startswith("predictor:")

@@ -1,7 +1,10 @@
 """Train an encoder for the built-in generator, predicting W+ or StyleSpace S from an image.
 
-    python -m interp.builtin.train_encoder --space w+ --run /root/interp-runs/encoder/wplus --steps 3000
-    python -m interp.builtin.train_encoder --space s  --run /root/interp-runs/encoder/s     --steps 3000
+    python -m interp.builtin.train_encoder --make-data --data /root/interp-runs/encoder/pairs.pt   # once
+    python -m interp.builtin.train_encoder --space w+ --run /root/interp-runs/encoder/wplus \
+        --data /root/interp-runs/encoder/pairs.pt
+    python -m interp.builtin.train_encoder --space s  --run /root/interp-runs/encoder/s \
+        --data /root/interp-runs/encoder/pairs.pt
     python -m interp.builtin.train_encoder --space w+ --run /root/interp-runs/encoder/wplus --export
         # -> assets/builtin/encoder_wplus.safetensors + .json (or --out STEM)
 
@@ -12,11 +15,15 @@ the same as an uninterrupted one, and two runs with the same seed see exactly th
 "w+" and "s" encoders get equal budgets (steps, batch, data, losses, network; only the output layer's
 size differs) and their comparison answers the lecture's question.
 
-The data, and why: three quarters of each batch are generator samples (truncation psi ~ U(0.5, 1),
-style mixing half of the time), whose codes are known, so the loss includes the code itself (in units of
-its spread) besides the image; the last quarter are renders of the synthetic-faces domain (the
-"real photos" the encoder will meet), with the image losses only. The image losses go through the
-frozen generator: MSE + 0.2 x the LPIPS-style distance on the built-in predictor's features.
+Two stages, sized for a CPU (the generator's backward pass is what costs):
+
+1. ``--code-steps`` steps of code regression on generator samples computed once (``--make-data``:
+   truncation psi ~ U(0.5, 1), style mixing half of the time; the codes are known), loss = the code's
+   squared error in units of its spread. No generator in the loop: cheap, and both encoders share the data.
+2. the remaining steps through the frozen generator: three quarters of each batch are fresh generator
+   samples (image + code losses), one quarter renders of the synthetic-faces domain (the "real photos"
+   the encoder will meet; image losses only): MSE + 0.2 x the LPIPS-style distance on the built-in
+   predictor's features + 0.05 x the code loss.
 """
 from __future__ import annotations
 
@@ -84,6 +91,21 @@ def sample_batch(G: Generator, space: str, n: int, seed: int, step: int) -> tupl
         return G.synthesis(ws), code_of(G, space, ws)
 
 
+@torch.no_grad()
+def make_data(G: Generator, path: Path, n: int, seed: int = 7, chunk: int = 256) -> None:
+    """``n`` generator samples (ws float16, images uint8) for stage 1, written to ``path``."""
+    ws_all, img_all = [], []
+    for start in range(0, n, chunk):
+        images, codes = sample_batch(G, "w+", min(chunk, n - start), seed, start // chunk)
+        ws_all.append(codes.reshape(-1, G.num_ws, G.w_dim).half())
+        img_all.append(((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        print(f"pairs {start + len(codes)}/{n}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"ws": torch.cat(ws_all), "images": torch.cat(img_all), "model_hash": diskcache.model_hash(G)}, tmp)
+    os.replace(tmp, path)
+
+
 def render_batch(n: int, seed: int) -> torch.Tensor:
     images, _ = render(sample_factors(n, seed), size=64)
     return images_to_tensor(images)                                         # [n, 3, 64, 64]
@@ -117,11 +139,15 @@ def validate(G: Generator, E: Encoder, n: int = 32) -> float:
     return out
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(total - warmup, 1)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+def lr_at(step: int, code_steps: int, total: int, peak: float, warmup: int = 100) -> float:
+    """Warm-up and cosine decay in stage 1; in stage 2 a second cosine from a third of the peak."""
+    if step < code_steps:
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        t = (step - warmup) / max(code_steps - warmup, 1)
+        return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    t = (step - code_steps) / max(total - code_steps, 1)
+    return peak / 3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -129,6 +155,9 @@ def train(args: argparse.Namespace) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
     G, model_hash = load_model_generator()
+    data = torch.load(args.data, map_location="cpu", weights_only=True) if args.data else None
+    if data is not None and data["model_hash"] != model_hash:
+        raise SystemExit(f"{args.data} was made with weights {data['model_hash']}, faces64 has {model_hash}")
     E = make_encoder(G, args.space, model_hash)
     opt = torch.optim.Adam(E.parameters(), lr=args.lr, betas=(0.9, 0.99))
     step, seconds = 0, 0.0
@@ -144,7 +173,8 @@ def train(args: argparse.Namespace) -> None:
         total = int(state["steps"]) if args.steps is None else args.steps
         print(f"resuming {run} at step {step}/{total}")
     else:
-        total = args.steps or 3000
+        total = args.steps or 1800
+    code_steps = min(args.code_steps, total) if data is not None else 0
     dist = perceptual("predictor features")
     n_render = max(1, round(args.batch * RENDER_FRACTION))
     n_gen = args.batch - n_render
@@ -162,7 +192,31 @@ def train(args: argparse.Namespace) -> None:
     while step < total:
         t0 = time.time()
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, args.lr)
+            group["lr"] = lr_at(step, code_steps, total, args.lr)
+        if step < code_steps:                                               # stage 1: code regression
+            gen = torch.Generator().manual_seed(args.seed * 2**40 + step * 8 + 3)
+            idx = torch.randint(len(data["ws"]), (args.code_batch,), generator=gen)
+            x = data["images"][idx].float() / 127.5 - 1
+            target = code_of(G, args.space, data["ws"][idx].float())
+            lat = ((E(x) - target) / E.std).square().mean()
+            opt.zero_grad(set_to_none=True)
+            lat.backward()
+            torch.nn.utils.clip_grad_norm_(E.parameters(), 5.0)
+            opt.step()
+            step += 1
+            seconds += time.time() - t0
+            if step % 25 == 0:
+                entry = {"step": step, "stage": 1, "code": lat.item(), "lr": opt.param_groups[0]["lr"],
+                         "sec_per_step": round(time.time() - t0, 3)}
+                if step % args.val_every == 0 or step == code_steps:
+                    entry["val_psnr"] = round(validate(G, E), 2)
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            if step % args.ckpt_every == 0:
+                save()
+            if args.minutes and time.time() - t_session > args.minutes * 60:
+                break
+            continue
         fake, target = sample_batch(G, args.space, n_gen, args.seed, step)
         real = render_batch(n_render, TRAIN_SEED_BASE + args.seed * 10**7 + step)
         x = torch.cat([fake, real])
@@ -180,7 +234,7 @@ def train(args: argparse.Namespace) -> None:
         seconds += time.time() - t0
         if step % 25 == 0 or step == total:
             rec_psnr = float(psnr(img.detach(), x).mean())
-            entry: dict[str, Any] = {"step": step, "loss": loss.item(), "mse": rec.item(), "perceptual": perc.item(),
+            entry: dict[str, Any] = {"step": step, "stage": 2, "loss": loss.item(), "mse": rec.item(), "perceptual": perc.item(),
                                      "code": lat.item(), "train_psnr": round(rec_psnr, 2),
                                      "lr": opt.param_groups[0]["lr"], "sec_per_step": round(time.time() - t0, 3)}
             if step % args.val_every == 0 or step == total:
@@ -190,9 +244,10 @@ def train(args: argparse.Namespace) -> None:
         if step % args.ckpt_every == 0 or step == total:
             save()
         if args.minutes and time.time() - t_session > args.minutes * 60:
-            save()
-            print(f"stopped after {args.minutes} minutes at step {step}/{total}; run again to resume")
             break
+    save()
+    if step < total:
+        print(f"stopped after {args.minutes} minutes at step {step}/{total}; run again to resume")
     log.close()
     print(f"step {step}/{total}, {seconds / 60:.1f} min of training in all")
 
@@ -221,9 +276,14 @@ def export(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train an encoder (W+ or S) for the built-in faces64 generator.")
     p.add_argument("--space", choices=ENCODER_SPACES, default="w+", help="the code the encoder predicts")
-    p.add_argument("--run", required=True, help="run folder (resumable state, log); keep it outside the repo")
-    p.add_argument("--steps", type=int, default=None, help="total steps (default 3000; a resumed run keeps its own)")
-    p.add_argument("--batch", type=int, default=16, help="images per step")
+    p.add_argument("--run", default=None, help="run folder (resumable state, log); keep it outside the repo")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default 1800; a resumed run keeps its own)")
+    p.add_argument("--code-steps", type=int, default=1500, help="stage-1 steps (code regression on --data)")
+    p.add_argument("--code-batch", type=int, default=32, help="images per stage-1 step")
+    p.add_argument("--batch", type=int, default=8, help="images per stage-2 step")
+    p.add_argument("--data", default=None, help="stage-1 pairs made by --make-data (without it: stage 2 only)")
+    p.add_argument("--make-data", type=int, nargs="?", const=12288, default=0, metavar="N",
+                   help="write N generator samples (default 12288) to --data and exit")
     p.add_argument("--lr", type=float, default=5e-4, help="peak Adam learning rate (warm-up, cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="data and init seed (equal for a fair W+ vs S comparison)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
@@ -235,6 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.batch < 2:
         p.error("--batch must be at least 2 (one render and one generator sample)")
+    if args.make_data:
+        if not args.data:
+            p.error("--make-data needs --data PATH")
+        torch.set_num_threads(args.threads)
+        make_data(load_model_generator()[0], Path(args.data), args.make_data)
+        return
+    if not args.run:
+        p.error("--run is required (a folder outside the repository)")
     export(args) if args.export else train(args)
 
 

@@ -36,8 +36,8 @@ pipeline, so it stacks with every other edit and is saved in recipes::
   the brush. Auto layer: the one whose concept units have the highest mean IoU.
 - ``add``: the whole feature vector of the painted cells goes to the concept's mean feature
   vector (every unit at its mean level over the concept's cells). Auto layer: the coarsest one
-  with a unit labelled with the concept (8x8 on faces64): coarse cells leave the later layers room
-  to draw the concept's shape.
+  with a unit whose IoU with the concept exceeds 0.05 (``b8.conv0`` for glasses on faces64):
+  coarse cells leave the later layers room to draw the concept's shape.
 
 The brush [H, W] in [0, 1] is at image resolution (other square sizes are resized); the edit
 averages it over each feature cell of the layer (exact area coverage, ``edit.mask_at(h, w)`` shows
@@ -97,7 +97,7 @@ MIN_REMOVE_UNITS = 4                 # remove switches at least this many units 
 MAX_REMOVE_SHARE = 0.25              # ... and at most this share of the layer
 MAX_STRENGTH = 4.0
 CACHE_NAMESPACE = "dissect"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CALIBRATION_VALUES = 2**22           # activations (samples x units x cells) per layer for the thresholds
 MIN_CALIBRATION_SAMPLES = 64
 
@@ -293,8 +293,8 @@ class _LayerTally:
     """Streaming statistics of one layer: a calibration buffer, then IoU counts and part means."""
 
     def __init__(self, layer: str, units: int, res: int, parts: int, n: int, batch_size: int,
-                 quantile: float, device: torch.device) -> None:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)   # noqa: E731
+                 quantile: float) -> None:
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64)   # noqa: E731  (sums on the CPU: MPS has no float64)
         self.layer, self.parts, self.quantile = layer, parts, quantile
         per_sample = units * res * res
         self.n_calib = min(n, max(batch_size, MIN_CALIBRATION_SAMPLES, CALIBRATION_VALUES // per_sample))
@@ -331,16 +331,20 @@ class _LayerTally:
 
     def _count(self, act: Tensor, labels: Tensor) -> None:
         n, c, h, w = act.shape
+        H, W = labels.shape[-2:]
         onehot = F.one_hot(labels, self.parts).permute(0, 3, 1, 2).to(act.dtype)   # [N, P, H, W]
-        up = F.interpolate(act, size=labels.shape[-2:], mode="bilinear", align_corners=False)   # [N, C, H, W]
-        on = (up > self.thresholds.view(1, -1, 1, 1)).to(act.dtype)
-        self.inter += torch.einsum("ncx,npx->cp", on.flatten(2), onehot.flatten(2)).double()
-        self.on += on.sum(dim=(0, 2, 3)).double()
-        self.area += onehot.sum(dim=(0, 2, 3)).double()
+        # Bilinear upsampling (as F.interpolate, align_corners=False) as two small matmuls: 3x faster on CPU.
+        up = act if (h, w) == (H, W) else \
+            _upsample_matrix(h, H, act) @ act @ _upsample_matrix(w, W, act).T        # [N, C, H, W]
+        on = up.sub_(self.thresholds.view(1, -1, 1, 1)).gt_(0) if up is not act else \
+            (act > self.thresholds.view(1, -1, 1, 1)).to(act.dtype)                  # 1.0 where the unit is on
+        self.inter += _cpu64(torch.bmm(on.flatten(2), onehot.flatten(2).transpose(1, 2)).sum(0))   # [C, P]
+        self.on += _cpu64(on.sum(dim=(0, 2, 3)))
+        self.area += _cpu64(onehot.sum(dim=(0, 2, 3)))
         cover = _cell_cover(onehot, h, w)                                        # [N, P, h, w]
-        self.sum_in += torch.einsum("ncx,npx->cp", act.flatten(2), cover.flatten(2)).double()
-        self.cover += cover.sum(dim=(0, 2, 3)).double()
-        self.sum_all += act.sum(dim=(0, 2, 3)).double()
+        self.sum_in += _cpu64(torch.einsum("ncx,npx->cp", act.flatten(2), cover.flatten(2)))
+        self.cover += _cpu64(cover.sum(dim=(0, 2, 3)))
+        self.sum_all += _cpu64(act.sum(dim=(0, 2, 3)))
         self.cells += n * h * w
 
     def result(self) -> dict[str, Tensor]:
@@ -358,6 +362,29 @@ class _LayerTally:
                 "part_area": (self.area / self.area.sum().clamp_min(1)).float().cpu()}
 
 
+def _cpu64(t: Tensor) -> Tensor:
+    return t.detach().to("cpu").double()
+
+
+def _upsample_matrix(size: int, out: int, like: Tensor) -> Tensor:
+    """[out, size]: x [.., size] -> A @ x is bilinear upsampling with align_corners=False (F.interpolate's)."""
+    key = (size, out, like.device, like.dtype)
+    if key not in _UPSAMPLE:
+        src = ((torch.arange(out, dtype=torch.float64) + 0.5) * (size / out) - 0.5).clamp_min(0)
+        i0 = src.floor().long().clamp(max=size - 1)
+        i1 = (i0 + 1).clamp(max=size - 1)
+        frac = src - i0
+        A = torch.zeros(out, size, dtype=torch.float64)
+        rows = torch.arange(out)
+        A.index_put_((rows, i0), 1 - frac, accumulate=True)
+        A.index_put_((rows, i1), frac, accumulate=True)
+        _UPSAMPLE[key] = A.to(like.device, like.dtype)
+    return _UPSAMPLE[key]
+
+
+_UPSAMPLE: dict[tuple, Tensor] = {}
+
+
 def _quantile_rows(values: Tensor, q: float) -> Tensor:
     """The ``q`` quantile of each row of [C, M] (kthvalue: torch.quantile refuses very long rows)."""
     k = min(values.shape[1], max(1, math.ceil(q * values.shape[1])))
@@ -368,11 +395,10 @@ def _quantile_rows(values: Tensor, q: float) -> Tensor:
 def _compute(G: Generator, segmenter, layers: list[str], parts: tuple[str, ...], n: int, seed: int,
              quantile: float, truncation_psi: float, batch_size: int,
              progress: Progress | None) -> dict[str, dict[str, Tensor]]:
-    device = G.mapping.w_avg.device
     tallies = {}
     for name in layers:
         units, res = _layer_shape(G, name)
-        tallies[name] = _LayerTally(name, units, res, len(parts), n, batch_size, quantile, device)
+        tallies[name] = _LayerTally(name, units, res, len(parts), n, batch_size, quantile)
     what = layers[0] if len(layers) == 1 else f"{len(layers)} layers"
     done = 0
     for z in G.sample_z(n, seed).split(batch_size):                       # [B, z_dim]
@@ -475,6 +501,8 @@ def unit_maps(G: Generator, dissection: Dissection, unit: int, n: int = 4, seed:
     if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < units:
         raise ValueError(f"unit must be an integer within 0 .. {units - 1}, got {unit!r}")
     n = _check_int(n, "n", 1)
+    if dissection.model_hash != diskcache.model_hash(G):
+        raise ValueError(f"the dissection of {dissection.layer} was made for other weights; dissect this model")
     ws = G.mapping(G.sample_z(n, seed), truncation_psi=truncation_psi)       # [n, num_ws, w_dim]
     act, img = layer_activations(G, ws, dissection.layer)
     up = F.interpolate(act[:, unit:unit + 1].float(), size=img.shape[-2:], mode="bilinear",
@@ -594,8 +622,9 @@ def paint(G: Generator, latent: Latent, mask, concept: str, action: str, strengt
                          f"with this model ({mh})")
     first = next(iter(ds.values()))
     if concept not in first.parts:
-        offered = sorted({c for d in ds.values() for c in d.concepts()}) or list(first.parts)
-        raise ValueError(f"unknown concept {concept!r}; allowed: {', '.join(offered)}")
+        clear = sorted({c for d in ds.values() for c in d.concepts()})
+        raise ValueError(f"unknown concept {concept!r}; allowed: {', '.join(first.parts)} (with clearly labelled "
+                         f"units: {', '.join(clear) or 'none'})")
     brush = _brush(mask, G.img_resolution)
     if layer is None:
         layer = choose_layer(ds, concept, action)

@@ -25,9 +25,19 @@ semantic face editing"):
     img = synthesize(G, z, [older], truncation_psi=0.7)     # or render(G, latent, [older])
     save_boundaries([age, glasses], "faces64-w.safetensors", model_id="faces64")
 
-Scores are cached on disk (:mod:`interp.diskcache`, keyed by model hash, scorer id, n, seed,
-psi, precision); they do not depend on the latent space, so ``samples.in_space(G, "s")``
-re-uses them and costs only the mapping.
+Every step takes ``progress(fraction, text)`` where it takes time, and returns typed data with
+``to_dict()`` (a table row, a plot's records). ``train_boundaries(samples)`` trains every
+attribute at once; ``entanglement(boundaries, G, predictor)`` gives the cosine matrix of the
+normals and the measured effect of each boundary on every true factor
+(:func:`interp.methods.effects.effect_matrix`). Boundaries are direction files like every other
+method's (``save_boundaries`` / ``load_boundaries``; :func:`boundaries_to_directions`).
+
+A **scorer** is anything with ``id``, ``attributes`` (:class:`AttributeSpec`: continuous, binary
+or categorical), ``needs_images`` and ``__call__(images, ws) -> {attribute: scores}``
+(:class:`Scorer`); a planted one reading ``ws`` needs no images at all. Scores are cached on
+disk (:mod:`interp.diskcache`, keyed by model hash, scorer id, n, seed, psi, precision); they
+do not depend on the latent space, so ``samples.in_space(G, "s")`` re-uses them and costs only
+the mapping. Boundaries trained by ``train_boundaries`` are cached likewise.
 
 **Spaces** (``SPACES``): ``z`` (input latent), ``w`` (mapping output), ``w+`` (the ws rows
 ``rows``, concatenated: codes [n, R * w_dim]), ``s`` (StyleSpace: the concatenated styles of the
@@ -640,6 +650,11 @@ class Boundary:
         return self.normal.numel()
 
     @property
+    def n_used(self) -> int:
+        """Samples the SVM saw: training plus validation (the extremes)."""
+        return self.n_train + self.n_val
+
+    @property
     def label(self) -> str:
         """What a person reads: ``age``, ``age (glasses fixed)``."""
         return self.attribute + (f" ({', '.join(self.conditions)} fixed)" if self.conditions else "")
@@ -679,7 +694,8 @@ class Boundary:
     def conditioned(self, others: Sequence["Boundary"]) -> "Boundary":
         """This boundary with the others' normals projected out (their attributes held fixed; see :func:`condition`).
 
-        The std stays that of the plain boundary, so a strength moves the same latent distance.
+        The std stays that of the plain boundary, so a strength moves the same latent distance; the
+        offset becomes NaN (the result is an edit direction, not a classifier).
         """
         others = list(others)
         if not others:
@@ -699,7 +715,8 @@ class Boundary:
         """The table row (no tensors)."""
         return {"attribute": self.attribute, "label": self.label, "space": self.space, "rows": list(self.rows),
                 "kind": self.kind, "val_accuracy": self.val_accuracy, "remaining_accuracy": self.remaining_accuracy,
-                "n_train": self.n_train, "n_val": self.n_val, "n_remaining": self.n_remaining, "ratio": self.ratio,
+                "n_train": self.n_train, "n_val": self.n_val, "n_used": self.n_used, "n_remaining": self.n_remaining,
+                "ratio": self.ratio,
                 "offset": self.offset, "std": self.std, "dim": self.dim, "conditions": list(self.conditions),
                 "model_hash": self.model_hash, "scorer": self.scorer_id}
 
@@ -742,14 +759,16 @@ def _whitening(samples: Samples, whiten: bool) -> tuple[Tensor, Tensor, np.ndarr
     """(mean [D], M [D, r], features [n, r]) with features = (codes - mean) @ M; memoised on the samples.
 
     whiten: M maps to PCA-whitened coordinates (r = the codes' rank: S and W+ codes have rank w_dim);
-    else M is the identity (centred codes).
+    else M is the identity divided by the codes' RMS spread (one scalar: directions are unchanged, and
+    the SVM's ``C`` means the same in every space).
     """
     key = ("whiten", whiten)
     if key not in samples._memo:
         xc = samples.codes.double() - samples.codes.double().mean(0)      # [n, D]
         if not whiten:
-            m = torch.eye(xc.shape[1], dtype=torch.float64)
-            feats = xc
+            rms = float(xc.square().mean().sqrt().clamp_min(1e-12))
+            m = torch.eye(xc.shape[1], dtype=torch.float64) / rms
+            feats = xc / rms
         else:
             cov = xc.T @ xc / max(samples.n - 1, 1)                        # [D, D]
             var, vecs = torch.linalg.eigh(cov)
@@ -761,13 +780,19 @@ def _whitening(samples: Samples, whiten: bool) -> tuple[Tensor, Tensor, np.ndarr
 
 
 def train_boundary(samples: Samples, attribute: str | None, ratio: float = 0.02, split: float = 0.7, seed: int = 0,
-                   C: float = 1.0, whiten: bool = False) -> Boundary:
+                   C: float = 0.01, whiten: bool = False) -> Boundary:
     """A linear SVM boundary for ``attribute`` (a column of ``samples.scores``).
 
     Continuous and binary attributes: the top and bottom ``ratio`` of the samples by score are the
     positives and negatives. Categorical classes (``hair_color=blond``), one-vs-rest: the samples
     ranked by how much that class's probability beats every other class's. Each side is shuffled
     (``seed``) and split ``split`` / ``1 - split`` into training and validation.
+
+    C: the linear SVM's regularisation, on codes scaled to unit RMS spread (so it means the same in
+    every space). A few hundred extremes in 128+ dimensions are separable in many ways; the
+    default 0.01 picks a stable one: on faces64 (10,000 samples, ratio 0.02) boundaries trained on
+    disjoint halves of the samples agree with cosine 0.89 (age), 0.69 (glasses), 0.56 (smile),
+    against 0.78, 0.50, 0.34 at C = 1, with the same validation accuracy.
 
     whiten: fit the SVM on PCA-whitened codes (over all samples) and map its normal back. Latent
     spaces are anisotropic (faces64's W: condition number ~10^2), and the max-margin separator of
@@ -844,7 +869,7 @@ def _edit_std(samples: Samples, direction: Tensor) -> float:
 
 
 def train_boundaries(samples: Samples, attributes: Sequence[str] | None = None, ratio: float = 0.02,
-                     split: float = 0.7, seed: int = 0, C: float = 1.0, whiten: bool = False,
+                     split: float = 0.7, seed: int = 0, C: float = 0.01, whiten: bool = False,
                      progress: Progress | None = None, cache: bool = True) -> list[Boundary]:
     """:func:`train_boundary` for several attributes (default: every column), cached on disk with ``cache``.
 
@@ -1015,6 +1040,9 @@ def verify(G: Generator, direction: Boundary | DirectionEdit, scorer: Scorer, n:
     default the edit's name). Every attribute of the scorer is measured: the target and all the
     off-target ones. A strength 0 baseline is always included.
     """
+    if not isinstance(scorer, Scorer):
+        raise TypeError(f"scorer must follow the Scorer protocol (id, attributes, needs_images, __call__), "
+                        f"got {type(scorer).__name__}")
     if isinstance(direction, Boundary):
         edit, target = direction.edit(1.0), attribute or direction.attribute
     elif isinstance(direction, DirectionEdit):
@@ -1091,6 +1119,8 @@ def entanglement(boundaries: Sequence[Boundary], G: Generator | None = None, pre
     boundaries = list(boundaries)
     if not boundaries:
         raise ValueError("give at least one boundary")
+    if not strength > 0:
+        raise ValueError(f"strength must be positive (standard deviations), got {strength!r}")
     first = boundaries[0]
     for b in boundaries[1:]:
         if b.space != first.space or b.dim != first.dim:

@@ -52,7 +52,7 @@ from interp import metrics
 from interp.edit import Latent, split_styles, style_sizes
 from interp.models.stylegan2 import Generator
 
-__all__ = ["SPACES", "Inversion", "ImageError", "Update", "code_image", "encode", "flat_styles", "hybrid",
+__all__ = ["SPACES", "Inversion", "ImageError", "Update", "code_image", "encode", "encoder_start", "flat_styles", "hybrid",
            "invert", "inversion_steps", "load_image", "lr_schedule", "MAX_PIXELS", "prepare_image",
            "project_styles", "report"]
 
@@ -249,6 +249,25 @@ def lr_schedule(t: float, rampdown: float = 0.25, rampup: float = 0.05) -> float
     return ramp * min(1.0, t / rampup) if rampup > 0 else ramp
 
 
+class _Adam:
+    """Adam (Kingma & Ba 2015) on one tensor. torch.optim's first step imports torch._dynamo (seconds on a
+    busy CPU), which a visitor's first inversion would wait for; these four lines do not."""
+
+    def __init__(self, param: Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.betas, self.eps, self.t = param, betas, eps, 0
+        self.m, self.v = torch.zeros_like(param), torch.zeros_like(param)
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        b1, b2 = self.betas
+        self.t += 1
+        g = self.param.grad
+        self.m.lerp_(g, 1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.v / (1 - b2**self.t)).sqrt_().add_(self.eps)
+        self.param.addcdiv_(self.m, denom, value=-lr / (1 - b1**self.t))
+
+
 @dataclass(frozen=True)
 class Inversion:
     """A result: the Latent, its image, the loss per step, metrics against the target, what was used."""
@@ -330,13 +349,11 @@ def inversion_steps(G: Generator, image: Tensor, space: str = "w+", steps: int =
     if tuple(code.shape) != (n, *expected):
         raise ValueError(f"start must be a {space} code of shape {[n, *expected]}, got {list(code.shape)}")
     code.requires_grad_(True)
-    opt = torch.optim.Adam([code], lr=lr, betas=(0.9, 0.999))
+    adam = _Adam(code)
     torch.manual_seed(seed)
     losses: list[float] = []
     with torch.enable_grad():
         for step in range(steps):
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_schedule(step / steps)
             img = code_image(G, space, code)
             pred = degrade(img) if degrade is not None else img
             err = (pred - target).square()                                 # [N, 3, h, w]
@@ -346,10 +363,10 @@ def inversion_steps(G: Generator, image: Tensor, space: str = "w+", steps: int =
             else:
                 mse, seen = err.flatten(1).mean(1), target
             loss = mse + perceptual_weight * use_dist(pred, seen) if use_dist is not None else mse
-            opt.zero_grad(set_to_none=True)
+            code.grad = None
             loss.sum().backward()
-            opt.step()
-            losses.append(float(loss.mean()))
+            adam.step(lr * lr_schedule(step / steps))
+            losses.append(float(loss.detach().mean()))
             preview = img.detach()[:1].cpu() if preview_every and (step + 1) % preview_every == 0 else None
             if step + 1 < steps:
                 yield Update(step + 1, steps, losses[-1], preview)
@@ -364,7 +381,8 @@ def inversion_steps(G: Generator, image: Tensor, space: str = "w+", steps: int =
     for i in range(n):
         o = {"kind": "inversion", "method": method, "space": space, "steps": steps, **(origin or {})}
         latent = _latent(G, space, code[i], model_id, h, o)
-        stats = report(seen_final[i:i + 1], target[i:i + 1], dist, None if m is None else m[min(i, m.shape[0] - 1):][:1])
+        mask_i = None if m is None else m[min(i, m.shape[0] - 1)][None]    # [1, 1, h, w]
+        stats = report(seen_final[i:i + 1], target[i:i + 1], dist, mask_i)
         stats["seconds"] = seconds / n
         stats["loss"] = losses[-1] if losses else float("nan")
         if space == "s":                                                    # what a ws-only reader would see
@@ -426,6 +444,12 @@ def _encoder_code(G: Generator, encoder: Any, target: Tensor) -> Tensor:
     with torch.no_grad():
         code = encoder(target.to(next(encoder.parameters()).device)).to(target.device)
     return encoder.to_ws(code) if cfg.space == "w+" else code
+
+
+def encoder_start(G: Generator, encoder: Any, image: Tensor) -> Tensor:
+    """The encoder's code for ``image`` [N, 3, H, W], as a start for optimisation in its space
+    (w+: [N, num_ws, w_dim], s: [N, S]); ValueError if it was trained for other weights."""
+    return _encoder_code(G, encoder, _targets(G, image))
 
 
 def encode(G: Generator, encoder: Any, image: Tensor, *, model_id: str = "",
