@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from demos import explore, generate, invert, paint
+from demos import attributes, explore, generate, invert, paint
 
-TABS: list[ModuleType] = [generate, explore, paint, invert]
+TABS: list[ModuleType] = [generate, explore, attributes, paint, invert]

@@ -1,0 +1,101 @@
+"""The Attributes tab answers gradio_client on faces64: train, edit, hold fixed, verify, export / import."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def faces_app(tmp_path_factory):
+    import app
+    from interp.zoo import default_zoo
+
+    if not default_zoo().availability("faces64").available:
+        pytest.skip("the built-in faces64 weights are missing")
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("attributes")
+    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    demo = app.build_demo(app.build_zoo(), "cpu")
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        yield url, tmp
+    finally:
+        demo.close()
+        mp.undo()
+
+
+def _client(url, tmp):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=str(tmp / "downloads"))
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).astype(int)
+
+
+def test_train_edit_hold_fixed_verify_and_export(faces_app):
+    from gradio_client import handle_file
+
+    url, tmp = faces_app
+    client = _client(url, tmp)
+    _, current, _ = client.predict("faces64", 1, 0.7, 1, api_name="/generate")
+    status, table, attribute, hold = client.predict("faces64", "Attribute predictor", "", "w", 400, 0.1,
+                                                    api_name="/attributes_train")
+    assert "boundaries" in status and "400 samples" in status
+    names = [row[0] for row in table["data"]]
+    assert {"age", "glasses", "smile"} <= set(names)
+    assert all(0.5 <= row[1] <= 1.0 for row in table["data"])           # validation accuracies are accuracies
+
+    older = _pixels(client.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
+    assert np.abs(older - _pixels(current)).mean() > 1                  # the edit changes the image
+    same = _pixels(client.predict("faces64", "age", 0.0, [], api_name="/attributes_render"))
+    assert np.array_equal(same, _pixels(current))                       # strength 0: the current image exactly
+
+    shown, summary, strength, preview = client.predict("faces64", "age", 2.0, ["glasses"],
+                                                       api_name="/attributes_apply")
+    assert "InterFaceGAN 'age (glasses fixed)': +2.00 std in w" in summary and strength == 0
+    assert np.array_equal(_pixels(shown), _pixels(preview))
+
+    text, data = client.predict("faces64", "Attribute predictor", "", "age", [], 8, api_name="/attributes_verify")
+    assert "eliable" in text and "per unit strength" in text
+    rows = data["data"]
+    assert {r[0] for r in rows} >= {"age", "glasses"} and {r[1] for r in rows} >= {-3, 0, 3}
+
+    heatmap = client.predict("faces64", api_name="/attributes_entanglement")
+    assert Image.open(heatmap).width > 200
+
+    exported = client.predict("faces64", api_name="/attributes_export")
+    other = _client(url, tmp)
+    other.predict("faces64", 1, 0.7, 1, api_name="/generate")
+    status2, table2, *_ = other.predict("faces64", handle_file(exported), api_name="/attributes_import")
+    assert "imported" in status2 and [r[0] for r in table2["data"]] == names
+    again = _pixels(other.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
+    assert np.array_equal(again, older)                                  # the same boundary, the same edit
+
+
+def test_bad_input_gets_clear_errors(faces_app):
+    url, tmp = faces_app
+    client = _client(url, tmp)
+    client.predict("faces64", 2, 0.7, 1, api_name="/generate")
+    with pytest.raises(Exception, match="no boundaries yet"):
+        client.predict("faces64", "age", 1.0, [], api_name="/attributes_apply")
+    with pytest.raises(Exception, match="per side"):
+        client.predict("faces64", "Attribute predictor", "", "w", 200, 0.02, api_name="/attributes_train")
+    with pytest.raises(Exception, match="empty on one side"):
+        client.predict("faces64", "CLIP prompt pairs", "glasses: a face with glasses | ", "w", 400, 0.1,
+                       api_name="/attributes_train")
+    client.predict("faces64", "Attribute predictor", "", "w", 400, 0.1, api_name="/attributes_train")
+    with pytest.raises(Exception, match="Choose an attribute"):
+        client.predict("faces64", "", 1.0, [], api_name="/attributes_apply")
+    with pytest.raises(Exception, match="strength is 0"):
+        client.predict("faces64", "age", 0.0, [], api_name="/attributes_apply")
