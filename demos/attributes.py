@@ -253,8 +253,9 @@ def build(ctx: AppContext) -> None:
                              info="w: the mapping output; w+: the same per ws row; s: StyleSpace; z: the input.")
             with gr.Row():
                 samples = int_slider(SAMPLES[0], SAMPLES[1], value=SAMPLES[2], step=100, label="Samples",
+                                     elem_id="attributes-samples",
                                      info="More samples: better boundaries, longer scoring (cached afterwards).")
-                ratio = gr.Slider(0.01, 0.5, value=0.02, step=0.01, label="Ratio",
+                ratio = gr.Slider(0.01, 0.5, value=0.02, step=0.01, label="Ratio", elem_id="attributes-ratio",
                                   info="Top and bottom share of the scores the SVM trains on (InterFaceGAN: 2%).")
             train_btn = gr.Button("Score samples and train", variant="primary")
             status = gr.Markdown("Press **Score samples and train**.")
@@ -266,7 +267,8 @@ def build(ctx: AppContext) -> None:
             # custom values allowed: the handlers check the names against the session's boundaries and say why
             attribute = gr.Dropdown([], label="Attribute", info="Positive strength: more of it.",
                                     allow_custom_value=True)
-            strength = gr.Slider(-STRENGTH, STRENGTH, value=0, step=0.1, label="Strength (std)")
+            strength = gr.Slider(-STRENGTH, STRENGTH, value=0, step=0.1, label="Strength (std)",
+                                 elem_id="attributes-strength")
             hold = gr.Dropdown([], multiselect=True, label="Hold fixed", allow_custom_value=True,
                                info="Conditional manipulation: these attributes' normals are projected out, so the "
                                     "edit leaves them unchanged (the lecture's 'older faces get glasses' fix).")

@@ -20,11 +20,17 @@ pixels are painted:
         # concept, action (remove | add), strength (0.1-4), layer ("auto" or e.g. "b16.conv1"),
         # units (0 = automatic), samples (of the dissection) -> (before, after) images, note (Markdown)
     client.predict(model_id, handle_file("mask.png"), "glasses", "remove", 1.0, "auto", 0, 500,
-                   api_name="/paint_apply")                      # push the edit -> current image, summary, ...
+                   api_name="/paint_apply")
+        # push the edit onto the current image's stack -> current image, summary, None (before / after), note
     client.predict(model_id, 500, "glasses", api_name="/paint_dissect")
-        # -> status, share of labelled units per layer (plot), the table's layer, units table
+        # samples, concept (picks the table's layer) -> status, share of labelled units per layer and concept
+        # (a plot: {"columns", "data"}), the table's layer, the units table (unit, label, IoU), the concepts
     client.predict(model_id, "b16.conv1", 500, api_name="/paint_unit_table")     # -> units table of a layer
-    client.predict(model_id, "b16.conv1", 17, 500, api_name="/paint_unit_maps")  # -> a unit over 4 samples
+    client.predict(model_id, "b16.conv1", 17, 500, api_name="/paint_unit_maps")
+        # -> one unit over 4 samples: the images, its activation, where it is "on"
+
+The dissection endpoints need a model with a segmenter (``faces64``); the brush endpoints dissect first when
+the concept needs it (progress on the note) and the result is cached on disk.
 """
 from __future__ import annotations
 
@@ -249,6 +255,13 @@ def dissection_status(ds: dict[str, Dissection], seconds: float | None) -> str:
     return "\n\n".join(lines)
 
 
+def dissection_intro(model_id: str | None) -> str:
+    if has_segmenter(model_id):
+        return NO_DISSECTION
+    return (f"Model `{model_id}` has no part segmenter: its units cannot be labelled with concepts. "
+            f"'{WHAT_I_PAINTED}' still works: it uses the units most active where you paint.")
+
+
 def unit_rows(d: Dissection) -> list[list[Any]]:
     return [[u, label, iou] for u, label, iou in d.table()]
 
@@ -418,6 +431,8 @@ class Handlers:
             else:
                 ds, memo, _ = self.dissections(G, model_id, samples, memo, progress)
                 brush = self.concept_brush(G, recipe, m, concept, action, strength, layer, units, painted, ds)
+        except gr.Error:
+            raise
         except ValueError as exc:
             raise user_error(str(exc)) from exc
         return G, recipe, brush, memo
@@ -487,6 +502,15 @@ class Handlers:
         note = f"Applied: {brush.note[0].lower()}{brush.note[1:]}\n\nPaint again to add another edit."
         return (*shown, None, note, memo)
 
+    def units_range(self, model_id: str | None, layer: str | None):
+        """The Units slider goes up to the chosen layer's units (for auto: the largest layer's)."""
+        try:
+            G = get_generator(self.ctx, model_id)
+        except gr.Error:
+            return gr.skip()
+        names = [layer] if layer in unit_layers(G) else unit_layers(G)
+        return gr.Slider(maximum=max(int(G.synthesis.layer(n).weight.shape[0]) for n in names))
+
     def model_changed(self, model_id: str | None):
         G = None
         if model_id:
@@ -494,17 +518,18 @@ class Handlers:
                 G = get_generator(self.ctx, model_id)
             except gr.Error:
                 G = None
-        status = NO_DISSECTION if has_segmenter(model_id) else (
-            f"Model `{model_id}` has no part segmenter: its units cannot be labelled with concepts. "
-            f"'{WHAT_I_PAINTED}' still works: it uses the units most active where you paint.")
         return (gr.Dropdown(choices=concept_choices(model_id), value=WHAT_I_PAINTED),
-                gr.Dropdown(choices=layer_choices(G), value=AUTO), None, status,
+                gr.Dropdown(choices=layer_choices(G), value=AUTO), None, dissection_intro(model_id),
                 gr.BarPlot(None, sort=unit_layers(G) if G is not None else None),
-                gr.Dropdown(choices=[], value=None), None, None, None, START_NOTE)
+                gr.Dropdown(choices=[], value=None), None, None, None, START_NOTE, None)
 
 
 # ----------------------------------------------------------------------------------------------------
 # The page
+
+
+def _max_units(G: Generator | None) -> int:
+    return max((int(G.synthesis.layer(n).weight.shape[0]) for n in unit_layers(G)), default=512) if G else 512
 
 
 def _local_generator(ctx: AppContext, model_id: str | None) -> Generator | None:
@@ -535,7 +560,8 @@ def build(ctx: AppContext) -> None:
                                     brush=gr.Brush(default_size=10, colors=[("#ff00ff", 0.55)], color_mode="fixed"),
                                     placeholder="No current image yet: generate one in the Generate tab.",
                                     elem_id="paint-editor", interactive=True)
-            concept = gr.Dropdown(concept_choices(model_id), value=WHAT_I_PAINTED, label="Concept", allow_custom_value=True,
+            concept = gr.Dropdown(concept_choices(model_id), value=WHAT_I_PAINTED, label="Concept",
+                                  allow_custom_value=True, elem_id="paint-concept",
                                   info="A part of the segmenter (built-in model: dissected once, cached), or the "
                                        "units most active where you painted (every model).")
             action = gr.Radio(list(ACTIONS), value="remove", label="Action",
@@ -545,17 +571,18 @@ def build(ctx: AppContext) -> None:
                                  info="1: the concept's level; below 1 fades the change, above 1 pushes past it.")
             with gr.Row():
                 layer = gr.Dropdown(layer_choices(G0), value=AUTO, label="Layer", scale=2, allow_custom_value=True,
+                                    elem_id="paint-layer",
                                     info="auto: the dissected layer that suits the concept best; 16x16 for "
                                          "'what I painted'.")
-                units = int_slider(0, 128, value=0, step=1, label="Units (0 = automatic)", scale=1,
+                units = int_slider(0, _max_units(G0), value=0, step=1, label="Units (0 = automatic)", scale=1,
                                    info="remove: how many units to switch off.", elem_id="paint-units")
             with gr.Row():
                 preview_btn = gr.Button("Preview", variant="secondary")
                 apply_btn = gr.Button("Apply to the current image", variant="primary")
         with gr.Column(scale=1):
-            compare = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
-                                     interactive=False, elem_classes="pixel-image", elem_id="paint-compare",
-                                     max_height=SHOW + 64)
+            compare = gr.ImageSlider(label="Before (left) / after (right): drag the handle", type="pil",
+                                     format="png", interactive=False, elem_classes="pixel-image",
+                                     elem_id="paint-compare", max_height=SHOW + 64)
             note = gr.Markdown(START_NOTE, elem_id="paint-note")
     with gr.Accordion("Dissection: which units mean what", open=False):
         with gr.Row():
@@ -564,13 +591,15 @@ def build(ctx: AppContext) -> None:
                                       "more: steadier labels, longer first run.", scale=3,
                                  elem_id="paint-samples")
             dissect_btn = gr.Button("Dissect", scale=1)
-        status = gr.Markdown(NO_DISSECTION if has_segmenter(model_id) else "", elem_id="paint-dissect-status")
+        status = gr.Markdown(dissection_intro(model_id), elem_id="paint-dissect-status")
         plot = gr.BarPlot(None, x="layer", y="share", color="concept", y_title="share of the layer's units",
                           x_title="layer (coarse to fine)", label="Units with a clear meaning (IoU > 0.05), per layer",
-                          sort=unit_layers(G0) if G0 is not None else None, height=280, y_lim=[0, 1])
+                          sort=unit_layers(G0) if G0 is not None else None, y_lim=[0, 1])   # no height: it clips
+                                                                                            # the legend
         with gr.Row():
             with gr.Column(scale=1):
-                table_layer = gr.Dropdown([], value=None, label="Units of layer", interactive=True, allow_custom_value=True)
+                table_layer = gr.Dropdown([], value=None, label="Units of layer", interactive=True,
+                                          allow_custom_value=True)
                 table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "str", "number"], interactive=False,
                                      label="Units, best IoU first (click a row to see the unit)", max_height=320)
             with gr.Column(scale=2):
@@ -611,5 +640,7 @@ def build(ctx: AppContext) -> None:
         h.unit_maps, [ctx.model, table_layer, unit, samples, memo], [maps, memo], **private, show_progress_on=maps)
     maps_btn.click(h.unit_maps, [ctx.model, table_layer, unit, samples, memo], [maps, memo],
                    api_name="paint_unit_maps", show_progress_on=maps)
+    layer.change(h.units_range, [ctx.model, layer], units, **private, **quiet)
     ctx.model.change(h.model_changed, ctx.model,
-                     [concept, layer, memo, status, plot, table_layer, table, maps, compare, note], **private, **quiet)
+                     [concept, layer, memo, status, plot, table_layer, table, maps, compare, note, session], **private,
+                     **quiet)

@@ -176,3 +176,77 @@ def test_generate_explore_apply_and_recipe(page, tmp_path):
     chooser.value.set_files(str(saved))
     page.get_by_text(re.compile(r"SeFa .*std in w")).first.wait_for()
     steps.shot("reopened")
+
+
+def test_paint_a_stroke_preview_and_apply(page):
+    """The Paint tab: brush a stroke on the current image, preview the edit, apply it; a mistake is a toast."""
+    steps = Steps(page, "paint")
+    page.get_by_text("Image: seed 0, psi 0.70").first.wait_for()
+    page.get_by_role("tab", name="Paint").click()
+    page.get_by_text("No current image yet: generate one").first.wait_for(state="hidden")
+    canvas = page.locator("#paint-editor canvas").first
+    canvas.wait_for()
+    page.wait_for_timeout(1500)                                   # the current image is on the canvas
+    steps.shot("opened")
+
+    # a horizontal stroke across the eyes (the image is centred on the canvas, at least 256 px wide)
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 70, cy - 25)
+    page.mouse.down()
+    for i in range(15):
+        page.mouse.move(cx - 70 + 10 * (i + 1), cy - 25, steps=2)
+    page.mouse.up()
+    steps.shot("painted")
+
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_text("Rendered in").first.wait_for()
+    assert page.locator("#paint-compare img").count() == 2        # before / after
+    steps.shot("preview")
+
+    page.get_by_role("button", name="Apply to the current image").click()
+    applied = re.compile(r"Dissection brush 'what I painted': remove \d+ unit\(s\) of b16\.conv1")
+    page.get_by_text(applied).first.wait_for()
+    page.get_by_text(re.compile(r"^Applied")).first.wait_for()
+    page.wait_for_timeout(1000)
+    steps.shot("applied")
+    assert _error_pills(page) == 0
+
+    # the canvas shows the new current image without strokes: previewing now is a toast, not an "Error" pill
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_text("Paint the region first").first.wait_for()
+    page.wait_for_timeout(1000)
+    steps.shot("empty-toast")
+    assert _error_pills(page) == 0
+
+
+def test_attributes_train_hold_fixed_and_apply(page):
+    steps = Steps(page, "attributes")
+    page.get_by_text("Image: seed 0, psi 0.70").first.wait_for()
+    page.get_by_role("tab", name="Attributes").click()
+    for elem_id, value in (("attributes-samples", "400"), ("attributes-ratio", "0.1")):
+        box = page.locator(f"#{elem_id} input[type='number']")              # the number box of the slider
+        box.fill(value)
+        box.press("Enter")
+    page.get_by_role("button", name="Score samples and train").click()
+    page.get_by_text(re.compile(r"boundaries\*?\*? in")).first.wait_for()
+    page.get_by_text("hair_length", exact=True).first.wait_for()             # the boundary table filled
+    steps.shot("trained")
+
+    page.get_by_label("Attribute", exact=True).first.click()
+    page.get_by_role("option", name="age", exact=True).click()
+    before = _src(page, "attributes-image")
+    slider = page.locator("#attributes-strength input[type='range']")
+    slider.focus()
+    for _ in range(20):
+        page.keyboard.press("ArrowRight")
+    _wait_changed(page, before, lambda p: _src(p, "attributes-image"))
+    steps.shot("moved")
+    page.get_by_role("button", name="Apply to the current image").click()
+    page.get_by_text(re.compile(r"InterFaceGAN 'age'")).first.wait_for()
+    steps.shot("applied")
+
+    page.get_by_role("button", name="Verify this direction").click()
+    page.get_by_text(re.compile(r"(Reliable|Unreliable)")).first.wait_for()
+    steps.shot("verified")
+    assert _error_pills(page) == 0

@@ -80,9 +80,11 @@ def test_endpoints_are_named_and_typed(paint_app):
     assert [p["parameter_name"] for p in api["/paint_apply"]["parameters"]] == list(params)
     assert not [n for n in api if n.startswith("/paint") and n not in
                 {f"/paint_{x}" for x in ("preview", "apply", "dissect", "unit_table", "unit_maps")}]
+    for name in [n for n in api if n.startswith("/paint")]:
+        assert not [p for p in api[name]["parameters"] if p["parameter_name"].startswith("param_")], name
 
 
-def test_what_i_painted_preview_and_apply(paint_app, tiny_generator):
+def test_what_i_painted_preview_and_apply(paint_app):
     from gradio_client import handle_file
 
     from interp.edit import Recipe
@@ -153,6 +155,11 @@ def test_clear_errors(paint_app, tmp_path):
     with pytest.raises(Exception, match="Layer must be 'auto' or one of b4.conv1, b8.conv0"):
         client.predict("tiny32", square, "what I painted", "remove", 1.0, "b16.torgb", 0, 500,
                        api_name="/paint_preview")
+    with pytest.raises(Exception, match=r"Units must be at most 8 \(the units of b16.conv1\), got 9"):
+        client.predict("tiny32", square, "what I painted", "remove", 1.0, "b16.conv1", 9, 500,
+                       api_name="/paint_preview")
+    with pytest.raises(Exception, match=r"Action must be one of remove, add|not in the list of choices: \['remove'"):
+        client.predict("tiny32", square, "what I painted", "erase", 1.0, "auto", 0, 500, api_name="/paint_preview")
     with pytest.raises(Exception, match="no part segmenter"):
         client.predict("tiny32", 200, "what I painted", api_name="/paint_dissect")
     # a transparent layer (the editor's strokes) is a mask too: the opaque pixels are painted
@@ -204,7 +211,6 @@ def _face_with_glasses(S):
 
 
 def test_faces64_dissection_and_concept_brush(paint_app, faces64_ready, tmp_path):
-    import torch
     from gradio_client import handle_file
 
     from interp.builtin import PARTS
@@ -238,4 +244,3 @@ def test_faces64_dissection_and_concept_brush(paint_app, faces64_ready, tmp_path
     _, summary, *_ = client.predict("faces64", mask, "glasses", "remove", 1.0, "auto", 0, 48,
                                     api_name="/paint_apply")
     assert "1. Dissection brush 'glasses': remove" in summary
-    assert torch.is_tensor(after_img)
