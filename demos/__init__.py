@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from demos import attributes, explore, generate, invert, paint
+from demos import attributes, explore, generate, invert, paint, text
 
-TABS: list[ModuleType] = [generate, explore, attributes, paint, invert]
+TABS: list[ModuleType] = [generate, explore, text, attributes, paint, invert]

@@ -18,7 +18,6 @@ for the built-in model. Tasks: "Reconstruct", "Colorize", "Super-resolve x4", "S
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import AppContext, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import AppContext, check_int, export_path, get_generator, gpu, int_slider, user_error
 from demos.current import publish
 from interp import diskcache
 from interp.edit import Recipe
@@ -74,7 +73,8 @@ def _fingerprint(x: torch.Tensor) -> str:
 
 
 def _examples() -> list[str]:
-    return sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = [p for p in EXAMPLES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
+    return [str(p) for p in sorted(files, key=lambda p: (not p.name.startswith("render"), p.name))]   # renders first
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -134,14 +134,16 @@ class Handlers:
             raise user_error("Optimization needs at least 1 step (0 steps is the average face).")
         G = get_generator(self.ctx, model_id)
         R = G.img_resolution
-        x, size = self.upload_to_tensor(image, R)
+        small = task_id in ("sr4", "sr8") and not degrade_first               # the upload is the low-res image
+        x, size = self.upload_to_tensor(image, R // restoration.FACTORS[task_id] if small else R)
         hole = self.mask_to_tensor(mask, R) if task_id == "inpaint" else None
         truth, observed = None, x
         if task_id != "reconstruct" and degrade_first:
             truth, observed = x, restoration.degrade(x, task_id, hole)
         encoder = self.encoder(model_id, space) if kind != "optimization" else None
         notes = self.notes(model_id, size, R, kind, task_id, degrade_first)
-        before = observed if observed.shape[-1] == R else restoration.baseline(observed, task_id, None, R)
+        before = (restoration.baseline(observed, task_id, None, R) if observed.shape[-1] != R
+                  else restoration.degrade(observed, task_id, hole) if task_id == "inpaint" else observed)
         progress(0, desc="starting")
         try:
             final = None
@@ -165,8 +167,9 @@ class Handlers:
     def notes(self, model_id: str, size: tuple[int, int], R: int, kind: str, task: str, degrade_first: bool) -> list[str]:
         w, h = size
         notes = []
-        if (w, h) != (R, R):
-            notes.append(f"The {w}x{h} upload was centre-cropped to a square and resized to {R}x{R}.")
+        side = R // restoration.FACTORS[task] if task in restoration.FACTORS and not degrade_first else R
+        if (w, h) != (side, side):
+            notes.append(f"The {w}x{h} upload was centre-cropped to a square and resized to {side}x{side}.")
         if model_id in ENCODER_MODELS:
             notes.append("Not aligned: no face-landmark model is available here, so the face is not moved to the "
                          "position the model expects; centre and fill the frame as in the examples.")
@@ -235,10 +238,12 @@ class Handlers:
             if arr.ndim == 3 and arr.shape[2] == 4:
                 alpha = arr[:, :, 3] > 0
                 painted = alpha if painted is None else painted | alpha
+        if painted is None and (editor or {}).get("composite") is not None and editor.get("background") is not None:
+            painted = np.any(np.asarray(editor["composite"])[..., :3] != np.asarray(editor["background"])[..., :3],
+                             axis=-1)
         if painted is None or not painted.any():
             raise user_error("The inpainting mask is empty: paint the missing region on the image with the brush.")
-        folder = Path(tempfile.mkdtemp(prefix="interp-mask-"))
-        path = folder / "mask.png"
+        path = export_path("inpaint-mask.png")
         Image.fromarray((painted * 255).astype(np.uint8)).save(path)
         return str(path)
 

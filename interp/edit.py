@@ -23,7 +23,9 @@ Edits:
 :func:`render` applies z edits (seed latents only), then W edits, then S edits, then unit edits
 through :mod:`interp.nethook`; with a :class:`~interp.models.stylegan2.SynthesisCache` it reuses
 the activations below the first changed layer. ``render(G, latent, [])`` equals
-``G.synthesis(latent.ws[None])`` bit for bit.
+``G.synthesis(latent.ws[None])`` bit for bit. A latent with a StyleSpace override (``Latent.styles``, an
+S-space inversion) renders from those styles (:func:`synthesize_styles`); W edits move them by what they
+move the affine outputs, S and unit edits apply as usual.
 
 ``layers`` of a direction edit are always rows of ``ws``. Presets name the usual ranges
 (GANSpace's convention):

@@ -26,8 +26,6 @@ For the built-in model, the predictor wins over LPIPS: AlexNet was trained on ph
 """
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -193,13 +191,11 @@ def _predictor_distance(device: torch.device) -> Callable[[Tensor, Tensor], Tens
 
 def _lpips_available() -> str | None:
     """None when lpips can run offline; otherwise why not."""
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("lpips") is None:
         return "the lpips package is not installed"
-    hub_dir = Path(os.environ.get("TORCH_HOME", "") or torch.hub.get_dir()) / "checkpoints"
-    if not (hub_dir / LPIPS_BACKBONE).is_file() and not (Path(torch.hub.get_dir()) / "checkpoints" /
-                                                          LPIPS_BACKBONE).is_file():
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE).is_file():    # honours TORCH_HOME
         return f"its AlexNet weights ({LPIPS_BACKBONE}) are not in torch's cache"
     return None
 

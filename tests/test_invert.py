@@ -119,6 +119,24 @@ def test_restore_refuses_bad_masks_and_tasks(G, known):
         invert(G, x, "z", 1)
 
 
+@pytest.mark.parametrize("space", ["w+", "s"])
+def test_shipped_encoders_reconstruct_renders(space):
+    from interp.builtin.common import EVAL_SEED
+    from interp.builtin.encoder import encoder_stem, load_encoder
+    from interp.builtin.faces import images_to_tensor, render as render_faces, sample_factors
+    from interp.zoo import default_zoo, load_generator
+
+    if not encoder_stem(space).with_suffix(".safetensors").is_file() or \
+            not default_zoo().availability("faces64").available:
+        pytest.skip("the built-in faces64 or its encoders are not in assets/builtin")
+    G = load_generator("faces64")
+    x = images_to_tensor(render_faces(sample_factors(4, EVAL_SEED + 3), 64)[0])
+    out = inv.encode(G, load_encoder(space), x, model_id="faces64", perceptual=None)
+    assert min(r.metrics["psnr"] for r in out) > 20                       # the benchmark reports ~25-26 dB
+    assert all(r.latent.origin["method"] == "encoder" and r.latent.origin["space"] == space for r in out)
+    assert (out[0].latent.styles is not None) == (space == "s")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Uploads
 
@@ -226,6 +244,11 @@ def test_tab_inverts_and_the_result_becomes_the_current_image(invert_app, tmp_pa
     assert "a restoration" in summary and "task colorize" in summary
     assert np.array_equal(_pixels(current), _pixels(after)[::8, ::8])
 
+    low = tmp_path / "low.png"                                             # 8x8 = the tiny model's 32 / 4
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(low)
+    _, (before, _), status, _ = client.predict("tiny32", handle_file(str(low)), "Optimization W+", 3,
+                                               "Super-resolve x4", False, None, api_name="/invert")
+    assert "Degraded result vs the upload" in status and "centre-cropped" not in status
     with pytest.raises(AppError, match="Encoders are trained for the built-in model only"):
         client.predict("tiny32", handle_file(str(photo)), "Encoder S", 0, "Reconstruct", False, None,
                        api_name="/invert")

@@ -252,6 +252,13 @@ def train(args: argparse.Namespace) -> None:
     print(f"step {step}/{total}, {seconds / 60:.1f} min of training in all")
 
 
+def data_description(run_args: dict[str, Any]) -> str:
+    code = f"stage 1: {run_args.get('code_steps')} steps x {run_args.get('code_batch')} of code regression on " \
+           f"precomputed generator samples" if run_args.get("data") else "no stage 1"
+    return (f"{code}; stage 2: the remaining steps x {run_args.get('batch')}, {1 - RENDER_FRACTION:.0%} fresh "
+            f"generator samples (image + code losses), {RENDER_FRACTION:.0%} renders (image losses)")
+
+
 def export(args: argparse.Namespace) -> None:
     state_path = Path(args.run) / "state.pt"
     if not state_path.exists():
@@ -266,8 +273,7 @@ def export(args: argparse.Namespace) -> None:
     stem = Path(args.out) if args.out else encoder_stem(state["space"])
     meta = {"steps": state["step"], "planned_steps": state["steps"], "training_seconds": round(state["seconds"]),
             "val_psnr": round(validate(G, E), 2), "run_args": json.loads(state["config"]),
-            "data": f"{1 - RENDER_FRACTION:.0%} generator samples (code + image losses), {RENDER_FRACTION:.0%} renders "
-                    "(image losses)"}
+            "data": data_description(json.loads(state["config"]))}
     save_model(E, E.config, stem, meta)
     size = stem.with_suffix(".safetensors").stat().st_size
     print(f"wrote {stem}.safetensors ({size / 2**20:.1f} MiB) and {stem}.json; validation PSNR {meta['val_psnr']} dB")

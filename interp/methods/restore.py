@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp import metrics
-from interp.methods.invert import (DEFAULT_LR, DEFAULT_STEPS, Inversion, Update, encode, encoder_start,
+from interp.methods.invert import (DEFAULT_STEPS, HYBRID_LR, Inversion, Update, encode, encoder_start,
                                    inversion_steps, report)
 from interp.models.stylegan2 import Generator
 
@@ -41,6 +41,7 @@ __all__ = ["METHODS", "TASKS", "baseline", "degrade", "hole_mask", "observation"
 
 TASKS = ("colorize", "sr4", "sr8", "inpaint")
 METHODS = ("optimization", "encoder", "hybrid")
+RESTORE_LR = 0.03               # restorations fit less information than a reconstruction: a gentler rate
 FACTORS = {"sr4": 4, "sr8": 8}
 LUMA = (0.299, 0.587, 0.114)
 
@@ -62,8 +63,10 @@ def area_down(x: Tensor, factor: int) -> Tensor:
 
 
 def hole_mask(mask: Any, resolution: int) -> Tensor:
-    """A hole mask (1 = missing) from [H, W], [1, H, W] or [1, 1, H, W] (tensor or array, any size) ->
-    binary [1, 1, R, R]. ValueError when it is empty or covers everything."""
+    """A hole mask (1 = missing) from [H, W], [1, H, W] or [1, 1, H, W] (tensor or array, any size; 0..1 or
+    0..255) -> binary [1, 1, R, R]: centre-cropped like the image; when larger than R, a model pixel whose
+    area holds any value above 0.5 is a hole (a thin brush stroke still counts). ValueError when it is
+    empty or covers everything."""
     m = torch.as_tensor(mask).detach().float().cpu()
     while m.ndim > 2 and m.shape[0] == 1:
         m = m[0]
@@ -78,7 +81,10 @@ def hole_mask(mask: Any, resolution: int) -> Tensor:
         side = min(m.shape[2:])
         h, w = m.shape[2:]
         m = m[:, :, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-        m = F.interpolate(m, size=(resolution, resolution), mode="area" if side > resolution else "nearest")
+        if side > resolution:                                             # a cell with any paint is a hole
+            m = F.adaptive_max_pool2d(m, (resolution, resolution))
+        else:
+            m = F.interpolate(m, size=(resolution, resolution), mode="nearest")
     m = (m > 0.5).float()
     if m.sum() == 0:
         raise ValueError("the inpainting mask is empty: paint the missing region with the brush first")
@@ -136,7 +142,7 @@ def baseline(observed: Tensor, task: str, mask: Tensor | None = None, resolution
 
 
 def restoration_steps(G: Generator, observed: Tensor, task: str, mask: Any = None, space: str = "w+",
-                      steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR, *, model_id: str = "",
+                      steps: int = DEFAULT_STEPS, lr: float = RESTORE_LR, *, model_id: str = "",
                       truth: Tensor | None = None, **kwargs: Any) -> Iterator[Update]:
     """Like ``inversion_steps``; the last update's result has restoration metrics (see :func:`restore`)."""
     _check_task(task)
@@ -178,7 +184,7 @@ def restoration_steps(G: Generator, observed: Tensor, task: str, mask: Any = Non
 
 
 def restore(G: Generator, observed: Tensor, task: str, mask: Any = None, space: str = "w+",
-            steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR, *, model_id: str = "",
+            steps: int = DEFAULT_STEPS, lr: float = RESTORE_LR, *, model_id: str = "",
             truth: Tensor | None = None, **kwargs: Any) -> Inversion | list[Inversion]:
     """Restore ``observed`` [N, 3, h, w] by inverting G through the task's degradation (see the module doc).
 
@@ -206,7 +212,7 @@ def solve(G: Generator, image: Tensor, task: str = "reconstruct", method: str = 
     optimization: ``steps`` Adam steps in ``space`` from the mean latent.
     encoder:      one forward pass of ``encoder`` (its own space; reconstruction only).
     hybrid:       the encoder's code (of the task's baseline image for a restoration), then ``steps``
-                  optimisation steps in the encoder's space at a third of the learning rate.
+                  optimisation steps in the encoder's space at the smaller ``HYBRID_LR``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
@@ -225,7 +231,7 @@ def solve(G: Generator, image: Tensor, task: str = "reconstruct", method: str = 
         start_image = image if task == "reconstruct" else baseline(
             observation(image.float(), task, G.img_resolution), task,
             hole_mask(mask, G.img_resolution) if task == "inpaint" and mask is not None else None, G.img_resolution)
-        kwargs = {"start": encoder_start(G, encoder, start_image), "lr": kwargs.pop("lr", DEFAULT_LR / 3), **kwargs}
+        kwargs = {"start": encoder_start(G, encoder, start_image), "lr": kwargs.pop("lr", HYBRID_LR), **kwargs}
     if task == "reconstruct":
         yield from inversion_steps(G, image, space, steps, model_id=model_id, mask=mask, method=method, **kwargs)
     else:
