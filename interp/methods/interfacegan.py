@@ -78,8 +78,7 @@ from torch import Tensor
 
 from interp import diskcache
 from interp.directions import DirectionSet, load_directions, save_directions
-from interp.edit import (DirectionEdit, apply_styles, apply_ws, apply_z, sample_latents,
-                         style_layers_for_rows)
+from interp.edit import DirectionEdit, apply_styles, apply_ws, apply_z, sample_latents
 from interp.models.stylegan2 import Generator
 
 __all__ = [
