@@ -10,6 +10,7 @@
    Both scorings at the same strength: ``conditional`` (ours) and ``styleclip`` (the naive one)
 4. optimization: the named factor moves the right way                              target >= 90 % of prompts
 5. paint by word: glasses inside a brushed eye region: glasses up, PSNR outside >= 30 dB
+   (``styleclip.PAINT`` settings: 200 steps, no L2 / identity term, outside-mask weight 10)
 6. optimization, 100 steps (no early stop), CPU                                   target <= 15 s
 
 How the factors are measured (the built-in attribute predictor, ``interp.methods.effects``): every
@@ -20,7 +21,8 @@ named factor's share of the sum of all absolute changes. For the optimization, t
 start image to the optimized one.
 
 Strengths, as documented in the tab: global directions alpha = 3 (std of sampled styles along the
-direction), beta = 0.5; optimization 100 steps, l2 0.02, identity 0.1 (the predictor's features).
+direction), beta = 0.5; optimization 100 steps, l2 0.02, identity 0.1 (the predictor's features), lr 0.1,
+neutral text 'a face'. "Right way" counts any change of the right sign; the tables print its size.
 """
 from __future__ import annotations
 
@@ -36,7 +38,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -159,6 +160,16 @@ def bench_global(G, rel, clip, side, predictor, n: int) -> dict:
                 for r in rows:
                     print(f"      {r['text']:28s} {r['channels']:4d} channels  change {r['change']:+.3f}  purity "
                           f"{r['purity']:.0%}  most moved: {r['top']}{'' if r['right'] else '  WRONG WAY'}")
+    # hair colour needs a contrast: 'blond hair' vs 'a face' barely moves the hair (the text says little
+    # the images differ by); the neutral text a person types for it, as in the tab's examples:
+    text, neutral, key = "a face with blond hair", "a face with dark hair", "hair_color:blond"
+    edit, k = styleclip.global_edit(rel, clip, text, neutral, ALPHA, BETA, side=side)
+    r = judge(measure_edit(G, predictor, edit, n), key, +1)
+    rows = out["conditional/prompts"]["rows"]
+    mean = (sum(x["purity"] for x in rows if x["text"] != "blond hair") + r["purity"]) / len(rows)
+    out["blond_with_contrast"] = {**r, "mean_purity_with_it": mean}
+    print(f"    conditional, {text!r} vs {neutral!r}: change {r['change']:+.3f}, purity {r['purity']:.0%}, most moved "
+          f"{r['top']}; the mean purity with it in place of 'blond hair': {mean:.1%}")
     return {"global": out}
 
 
@@ -224,8 +235,8 @@ def bench_paint(G, clip, predictor, samples: int, steps: int) -> dict:
             if float(predictor(before)["glasses"][0]) > 0.5:
                 continue
         mask = eye_box(G, latent)
-        out = styleclip.optimize(G, latent, clip, "a face with glasses", steps=steps, l2=L2, identity=0.0,
-                                 mask=mask, neutral=NEUTRAL)
+        out = styleclip.optimize(G, latent, clip, "a face with glasses", mask=mask, neutral=NEUTRAL,
+                                 **{**styleclip.PAINT, "steps": max(steps, styleclip.PAINT["steps"])})
         with torch.no_grad():
             after = G.synthesis(out.ws[None])
         change = styleclip.factor_changes(predictor, before, after)["glasses"]
@@ -237,10 +248,11 @@ def bench_paint(G, clip, predictor, samples: int, steps: int) -> dict:
         print("    no sample without glasses found")
         return {"paint": {}}
     right = sum(r["glasses"] > 0 for r in rows) / len(rows)
+    clear = sum(r["glasses"] >= 0.5 for r in rows) / len(rows)
     med = statistics.median(r["psnr_outside"] for r in rows)
-    print(f"    glasses up for {right:.0%}; median PSNR outside {med:.1f} dB, min "
+    print(f"    glasses up for {right:.0%} (by at least 0.5 for {clear:.0%}); median PSNR outside {med:.1f} dB, min "
           f"{min(r['psnr_outside'] for r in rows):.1f} dB (target >= 30 dB)")
-    return {"paint": {"right": right, "psnr_median": med, "rows": rows}}
+    return {"paint": {"right": right, "clear": clear, "psnr_median": med, "rows": rows}}
 
 
 def bench_opt_speed(G, clip, predictor, repeat: int) -> dict:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import AppContext, check_float, check_int, gpu, int_slider, user_error
+from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.edit import DirectionEdit, Latent, Recipe, RenderSession
@@ -81,6 +81,11 @@ class TextSession:
     optimized_for: str = ""                                                # fingerprint of the recipe it started from
 
 
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def _session(value: Any) -> TextSession:
     return value if isinstance(value, TextSession) else TextSession()
 
@@ -111,7 +116,7 @@ def _before_after(G: Generator, session: TextSession, recipe: Recipe, edit: Dire
 @gpu(duration=120)
 def _optimize(G, latent, clip, text, neutral, steps, l2, identity, mask, edits, features, progress):
     return styleclip.optimize(G, latent, clip, text, steps, l2, identity, mask, progress, neutral=neutral,
-                              edits=edits, features=features)
+                              edits=edits, features=features, preserve=styleclip.PAINT["preserve"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -152,9 +157,9 @@ def _mask_from_editor(value: Any, resolution: int) -> torch.Tensor | None:
         return None
     alpha = None
     for layer in value.get("layers") or []:
-        if layer is None:
+        if not isinstance(layer, np.ndarray):                             # the component delivers arrays
             continue
-        arr = np.asarray(layer if not isinstance(layer, str) else Image.open(layer).convert("RGBA"))
+        arr = layer
         a = arr[..., 3] if arr.ndim == 3 and arr.shape[-1] == 4 else (arr.max(-1) if arr.ndim == 3 else arr)
         a = a.astype(np.float32) / 255.0
         alpha = a if alpha is None else np.maximum(alpha, a)
@@ -188,7 +193,7 @@ class Handlers:
         try:
             return styleclip.check_texts(target, neutral)
         except ValueError as exc:
-            raise user_error(str(exc).capitalize() + ".") from exc
+            raise user_error(_sentence(exc)) from exc
 
     def prepared(self, G: Generator, model_id: str, session: TextSession, progress) -> tuple[Any, TextSession]:
         clip = self.clip(model_id)
@@ -214,11 +219,9 @@ class Handlers:
             return styleclip.global_edit(session.relevance, clip, target, neutral, alpha, beta,
                                          side=self.side(clip, session, model_id, neutral), scoring=scoring)
         except ValueError as exc:
-            raise user_error(str(exc).capitalize() + ".") from exc
+            raise user_error(_sentence(exc)) from exc
 
     def prepare(self, model_id: str, session: Any, progress=gr.Progress()):
-        from demos.common import get_generator
-
         G = get_generator(self.ctx, model_id)
         session = _session(session)
         _, session = self.prepared(G, model_id, session, progress)
@@ -255,16 +258,19 @@ class Handlers:
             from interp.builtin import load_predictor
 
             features = load_predictor(self.ctx.device).features
+        if mask is not None:                    # paint by word: the outside-mask term replaces L2 and identity
+            l2, identity, features = styleclip.PAINT["l2"], styleclip.PAINT["identity"], None
         try:
             result = _optimize(G, recipe.latent, clip, target, neutral, steps, l2, identity, mask, recipe.edits,
                                features, lambda f, text: progress(f, desc=text))
         except ValueError as exc:
-            raise user_error(str(exc).capitalize() + ".") from exc
+            raise user_error(_sentence(exc)) from exc
         session.optimized, session.optimized_for = result, _fingerprint(recipe)
         before, after = _before_after(G, session, recipe, None, result)
         scores = result.origin["scores"]
-        status = (f"Optimized for {result.origin['steps']} step(s){' (stopped early)' if len(scores) - 1 < steps else ''}"
-                  f": CLIP score {scores[0]:.3f} -> {scores[-1]:.3f}. Press **Apply** to make it the current image.")
+        early = " (stopped early)" if result.origin["steps"] < steps else ""
+        status = (f"Optimized for {result.origin['steps']} step(s){early}: CLIP score {scores[0]:.3f} -> "
+                  f"{scores[-1]:.3f}. Press **Apply** to make it the current image.")
         return ((tensor_to_pil(before[0]), tensor_to_pil(after[0])), _score_plot(scores),
                 judges_markdown(model_id, before, after, self.ctx.device), status, session)
 
@@ -331,7 +337,9 @@ def build(ctx: AppContext) -> None:
                                  label="Beta (disentanglement threshold)",
                                  info="Channels scoring at most beta x the best channel stay put: higher = fewer "
                                       "channels, a more focused edit.")
-                channels = gr.Markdown("Type a text: the number of channels the direction moves shows here.")
+                edit_btn = gr.Button("Edit with the global direction", variant="primary")
+                channels = gr.Markdown("The number of channels the direction moves shows here (the first edit of a "
+                                       "model precomputes the channel relevance: about a minute on a CPU).")
                 with gr.Accordion("Channel score", open=False):
                     scoring = gr.Radio(SCORING_CHOICES, value="conditional", show_label=False,
                                        info="Conditional: a channel counts by the share of its CLIP change that "
@@ -348,7 +356,8 @@ def build(ctx: AppContext) -> None:
                                      info="Keep the image's features (the attribute predictor's on the built-in "
                                           "model, pixels elsewhere).")
                 paint = gr.Checkbox(False, label="Only change the painted region (paint by word)",
-                                    info="Paint on the image below; CLIP looks only there, the rest is kept.")
+                                    info="Paint on the image below; CLIP looks only there and the rest is kept "
+                                         "(this replaces the L2 and identity terms; 200 steps work well).")
                 optimize_btn = gr.Button("Optimize", variant="primary")
                 plot = gr.LinePlot(x="step", y="CLIP score", title="CLIP score over the steps", height=200)
             status = gr.Markdown("")
@@ -371,7 +380,8 @@ def build(ctx: AppContext) -> None:
     live = dict(trigger_mode="always_last", show_progress="minimal")
 
     prepare_btn.click(h.prepare, [ctx.model, session], [prepare_md, session], api_name="text_prepare")
-    gr.on([alpha.release, beta.release, target.submit, neutral.submit, scoring.input], h.global_direction,
+    gr.on([edit_btn.click, alpha.release, beta.release, target.submit, neutral.submit, scoring.input],
+          h.global_direction,
           global_inputs, [compare, channels, judges, session], api_name="text_global", **live)
     optimize_btn.click(h.optimize, [ctx.model, *texts, steps, l2, identity, paint, brush, ctx.current, session],
                        [compare, plot, judges, status, session], api_name="text_optimize")

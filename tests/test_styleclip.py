@@ -27,7 +27,8 @@ def vit_clip(tmp_path_factory):
     """A randomly initialised open_clip ViT (1 layer, 32 wide, 32x32 input), through open_clip's own API."""
     import open_clip
 
-    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
     path = tmp_path_factory.mktemp("clipcfg") / "test-tiny-vit.json"
     path.write_text(json.dumps(cfg))
@@ -53,32 +54,40 @@ class _Visual(torch.nn.Module):
 
 
 class PlantedClip(torch.nn.Module):
-    """Image embedding: normalise([<x, pattern>, 1]); texts mentioning 'planted' embed as [1, 0], others [0, 1]."""
+    """Image embedding: normalise([<x, pattern>, <x, r1>, <x, r2>, 1]) (r: fixed random patterns).
+
+    Texts mentioning 'planted' embed as the first axis, every other text as the last (constant) one.
+    """
 
     def __init__(self, pattern: torch.Tensor):
         super().__init__()
         self.visual = _Visual()
-        self.register_buffer("pattern", pattern / pattern.norm())          # [3, H, W]
+        others = torch.randn(2, *pattern.shape, generator=torch.Generator().manual_seed(1))
+        bank = torch.cat([pattern[None], others])                          # [3, 3, H, W]
+        self.register_buffer("bank", bank / bank.flatten(1).norm(dim=1)[:, None, None, None])
         self.scale = torch.nn.Parameter(torch.tensor(20.0), requires_grad=False)
 
     def encode_image(self, x):
-        reading = (x * self.pattern).flatten(1).sum(1) * self.scale       # [N]
-        return torch.stack([reading, torch.ones_like(reading)], dim=1)
+        readings = torch.einsum("nchw,rchw->nr", x, self.bank) * self.scale   # [N, 3]
+        return torch.cat([readings, torch.ones_like(readings[:, :1])], dim=1)
 
     def encode_text(self, tokens):
-        return torch.nn.functional.one_hot(tokens[:, 0], 2).float()
+        return torch.nn.functional.one_hot(tokens[:, 0], 4).float()
 
 
 def _tokenize(texts):
-    return torch.tensor([[0 if "planted" in t else 1] for t in texts])
+    return torch.tensor([[0 if "planted" in t else 3] for t in texts])
 
 
 def _planted(G, layer: str, unit: int):
     """A copy of G whose channel ``layer:unit`` moves the image strongly along one pattern, and a CLIP reading it."""
     G = copy.deepcopy(G)
-    rgb = G.synthesis.layer(layer)
     with torch.no_grad():
-        rgb.weight[:, unit] = torch.tensor([4.0, -4.0, 4.0])[:, None, None]   # red + blue, not green
+        for name in G.style_layers:                                        # images within [-1, 1] (CLIP clamps)
+            if name.endswith("torgb"):
+                G.synthesis.layer(name).weight.mul_(0.1)
+                G.synthesis.layer(name).bias.mul_(0.1)
+        G.synthesis.layer(layer).weight[:, unit] = torch.tensor([2.0, -2.0, 2.0])[:, None, None]   # magenta
     with torch.no_grad():
         ws = G.mapping(G.sample_z(8, 0), truncation_psi=0.7)
         styles = G.styles(ws)
@@ -93,16 +102,16 @@ def test_relevance_ranks_the_planted_channel_first(tiny_generator):
     layer, unit = "b32.torgb", 2
     G, clip = _planted(tiny_generator, layer, unit)
     rel = styleclip.channel_relevance(G, clip, **SMALL)
-    assert rel.changes.shape == (rel.num_channels, 2) and rel.num_channels == sum(rel.sizes)
+    assert rel.changes.shape == (rel.num_channels, 4) and rel.num_channels == sum(rel.sizes)
     d = styleclip.text_direction(clip, "the planted thing", "something else")
     for scoring in styleclip.SCORINGS:
         scores = styleclip.channel_scores(rel, d, scoring=scoring)
         impact = scores.abs() * rel.changes.norm(dim=1)                    # score x size of the effect
         assert rel.channel_name(int(impact.argmax())) == f"{layer}:{unit}"
-    edit, n = styleclip.global_edit(rel, clip, "the planted thing", "something else", alpha=2.0, beta=0.9)
+    edit, n = styleclip.global_edit(rel, clip, "the planted thing", "something else", alpha=2.0, beta=0.5)
     assert n >= 1 and edit.space == "s" and edit.method == "styleclip" and edit.layers == tuple(range(G.num_ws))
-    top = int(edit.direction.abs().argmax())
-    assert rel.channel_name(top) == f"{layer}:{unit}"
+    planted = rel.channel_name(int(rel.changes.norm(dim=1).argmax()))
+    assert planted == f"{layer}:{unit}" and edit.direction[int(rel.changes.norm(dim=1).argmax())] > 0
     # the edit raises what the fake CLIP reads
     latent = Latent.from_seed(G, "tiny32", 3, 0.7)
     with torch.no_grad():
@@ -144,7 +153,8 @@ def test_global_edit_with_an_open_clip_vit(tiny_generator, vit_clip):
     scores = styleclip.channel_scores(rel, d, side)
     assert int(styleclip.kept_channels(scores, 0.0).sum()) == rel.num_channels
     assert int(styleclip.kept_channels(scores, 1.0).sum()) == 0
-    counts = [styleclip.global_edit(rel, vit_clip, "an old face", "a face", 3.0, b, side=side)[1] for b in (0.1, 0.5, 0.9)]
+    counts = [styleclip.global_edit(rel, vit_clip, "an old face", "a face", 3.0, b, side=side)[1]
+              for b in (0.1, 0.5, 0.9)]
     assert counts[0] >= counts[1] >= counts[2] >= 1
     with pytest.raises(ValueError, match="keeps no channel"):
         styleclip.global_edit(rel, vit_clip, "an old face", "a face", 3.0, 1.0, side=side)
@@ -255,7 +265,11 @@ def test_text_tab_answers_gradio_client(text_app, tmp_path):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/text_prepare", "/text_global", "/text_optimize", "/text_apply"):
         assert name in api
-        assert not [p for p in api[name]["parameters"] if p["parameter_name"].startswith("param_")]
+    for name, info in api.items():                                          # no plumbing, named parameters
+        assert not name.startswith("/lambda") and not name.startswith("/on_open"), name
+        assert not [p for p in info["parameters"] if p["parameter_name"].startswith("param_")], name
+    params = [p["parameter_name"] for p in api["/text_global"]["parameters"]]
+    assert params == ["model_id", "target", "neutral", "alpha", "beta", "scoring"]
     _, current, _ = client.predict("tiny32", 4, 0.7, 1, api_name="/generate")
     status = client.predict("tiny32", api_name="/text_prepare")
     assert "Channel relevance ready" in status
@@ -300,9 +314,9 @@ def test_text_tab_bad_inputs(text_app):
         client.predict("tiny32", "", "a face", 3.0, 0.5, "conditional", api_name="/text_global")
     with pytest.raises(Exception, match="neutral text equals the target"):
         client.predict("tiny32", "a face", "a face", 3.0, 0.5, "conditional", api_name="/text_global")
-    with pytest.raises(Exception, match="Alpha .* between -10 and 10"):
-        client.predict("tiny32", "an old face", "a face", math.nan, 0.5, "conditional", api_name="/text_global")
-    with pytest.raises(Exception, match="Beta .* between 0 and 1"):
+    with pytest.raises(Exception, match="Alpha .* between -10 and 10|greater than maximum value 10"):
+        client.predict("tiny32", "an old face", "a face", 50.0, 0.5, "conditional", api_name="/text_global")
+    with pytest.raises(Exception, match="Beta .* between 0 and 1|greater than maximum value 1"):
         client.predict("tiny32", "an old face", "a face", 3.0, 1.5, "conditional", api_name="/text_global")
     with pytest.raises(Exception, match="keeps no channel"):
         client.predict("tiny32", "an old face", "a face", 3.0, 1.0, "conditional", api_name="/text_global")
