@@ -1,6 +1,7 @@
 """Shared fixtures: offline environment, free local ports, a tiny random generator checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -105,3 +106,15 @@ def tiny_checkpoint(tmp_path_factory, tiny_generator) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny32.safetensors"
     save_generator(tiny_generator, path)
     return path
+
+
+@contextlib.contextmanager
+def serve_demo(demo, **launch_kwargs):
+    """Queue and launch a gr.Blocks on a free local port (as app.py does); yields its URL, closes it after."""
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(),
+                            quiet=True, show_error=True, **launch_kwargs)
+    try:
+        yield url
+    finally:
+        demo.close()

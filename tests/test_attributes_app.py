@@ -1,10 +1,10 @@
 """The Attributes tab answers gradio_client on faces64: train, edit, hold fixed, verify, export / import."""
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
+from conftest import serve_demo
 from PIL import Image
 
 
@@ -19,16 +19,10 @@ def faces_app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("attributes")
     mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
-    demo = app.build_demo(app.build_zoo(), "cpu")
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
-        yield url, tmp
+        with serve_demo(app.build_demo(app.build_zoo(), "cpu")) as url:
+            yield url, tmp
     finally:
-        demo.close()
         mp.undo()
 
 

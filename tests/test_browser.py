@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from conftest import serve_demo
 
 ARTIFACTS = Path(os.environ.get("INTERP_ARTIFACTS", Path(__file__).parent / "artifacts")) / "browser"
 TIMEOUT_MS = 60_000
@@ -44,17 +44,11 @@ def app_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
     mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
-    demo = app.build_demo(app.build_zoo(), "cpu")           # the built-in faces64 and the registry, offline
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                            css=app.CSS)
     try:
-        yield url
+        # the built-in faces64 and the registry, offline; the page's CSS as app.py launches it
+        with serve_demo(app.build_demo(app.build_zoo(), "cpu"), css=app.CSS) as url:
+            yield url
     finally:
-        demo.close()
         mp.undo()
 
 

@@ -1,10 +1,10 @@
 """The Explore tab answers gradio_client calls on the shared current image: find, slide, apply, grid, export / import."""
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
+from conftest import serve_demo
 import torch
 from PIL import Image
 
@@ -21,16 +21,10 @@ def explore_app(tmp_path_factory, tiny_checkpoint):
     mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
     zoo = Zoo.from_file(root=tmp)                   # no built-in weights there: only the tiny model is usable
     zoo.add_user_models(str(tiny_checkpoint))
-    demo = app.build_demo(zoo, "cpu")
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
-        yield url, tmp
+        with serve_demo(app.build_demo(zoo, "cpu")) as url:
+            yield url, tmp
     finally:
-        demo.close()
         mp.undo()
 
 

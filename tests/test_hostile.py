@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import struct
 
 import pytest
+from conftest import serve_demo
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -39,17 +39,10 @@ def hostile_app(tmp_path_factory, tiny_checkpoint):
     mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
     zoo = Zoo.from_file(root=tmp)                   # no built-in weights there: only the tiny model is usable
     zoo.add_user_models(str(tiny_checkpoint))
-    demo = app.build_demo(zoo, "cpu")
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                            show_error=True)     # as app.py launches: an unexpected error would show its text
     try:
-        yield url, tmp
+        with serve_demo(app.build_demo(zoo, "cpu")) as url:   # show_error as app.py: unexpected errors show text
+            yield url, tmp
     finally:
-        demo.close()
         mp.undo()
 
 

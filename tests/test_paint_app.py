@@ -1,10 +1,10 @@
 """The Paint tab answers gradio_client with an image mask: preview, apply, dissect, units; clear errors."""
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
+from conftest import serve_demo
 from PIL import Image
 
 BRUSH = (slice(4, 12), slice(18, 28))          # rows 4-11, columns 18-27 of the tiny 32x32 image
@@ -22,16 +22,10 @@ def paint_app(tmp_path_factory, tiny_checkpoint):
     mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
     zoo = Zoo.from_file()                           # the built-in faces64 (when its weights exist) ...
     zoo.add_user_models(str(tiny_checkpoint))       # ... and the tiny model (preselected: the user's own)
-    demo = app.build_demo(zoo, "cpu")
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
-        yield url, tmp
+        with serve_demo(app.build_demo(zoo, "cpu")) as url:
+            yield url, tmp
     finally:
-        demo.close()
         mp.undo()
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-import socket
 
 import numpy as np
 import pytest
+from conftest import serve_demo
 import torch
 from PIL import Image
 
@@ -232,16 +232,10 @@ def text_app(tmp_path_factory, tiny_checkpoint, vit_clip):
                lambda G, clip, **kw: _small_relevance(G, clip, kw), raising=True)
     zoo = Zoo.from_file(root=tmp)
     zoo.add_user_models(str(tiny_checkpoint))
-    demo = app.build_demo(zoo, "cpu")
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
-        yield url, tmp
+        with serve_demo(app.build_demo(zoo, "cpu")) as url:
+            yield url, tmp
     finally:
-        demo.close()
         mp.undo()
 
 
