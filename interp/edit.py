@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -585,8 +586,6 @@ class RenderSession:
         self.last_ms: float = 0.0
 
     def render(self, G: Generator, latent: Latent, edits: Sequence[AnyEdit] = ()) -> Tensor:
-        import time
-
         with self.lock:
             t0 = time.perf_counter()
             img = render(G, latent, edits, cache=self.cache).cpu()

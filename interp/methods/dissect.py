@@ -419,6 +419,15 @@ def _check_int(value, name: str, low: int) -> int:
     return int(value)
 
 
+def _check_sampling(n, seed, batch_size, quantile) -> tuple[int, int, int, float]:
+    """The sample count, seed, batch size and "on" quantile shared by dissect_layers and unit_levels."""
+    n, seed, batch_size = _check_int(n, "n", 1), _check_int(seed, "seed", 0), _check_int(batch_size, "batch_size", 1)
+    quantile = float(quantile)
+    if not 0.5 < quantile < 1:
+        raise ValueError(f"quantile must be within (0.5, 1), e.g. 0.99 for the top 1%, got {quantile}")
+    return n, seed, batch_size, quantile
+
+
 def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None, n: int = 1000, seed: int = 0,
                    quantile: float = 0.99, progress: Progress | None = None, *, truncation_psi: float = 1.0,
                    parts: Sequence[str] | None = None, batch_size: int = 32,
@@ -433,12 +442,7 @@ def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None,
         raise ValueError(f"layers is empty; allowed: {', '.join(unit_layers(G))}")
     for name in names:
         _check_layer(G, name)
-    n = _check_int(n, "n", 1)
-    seed = _check_int(seed, "seed", 0)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    quantile = float(quantile)
-    if not 0.5 < quantile < 1:
-        raise ValueError(f"quantile must be within (0.5, 1), e.g. 0.99 for the top 1%, got {quantile}")
+    n, seed, batch_size, quantile = _check_sampling(n, seed, batch_size, quantile)
     truncation_psi = float(truncation_psi)
     parts = _segmenter_parts(segmenter, parts)
     mh = diskcache.model_hash(G)
@@ -669,12 +673,7 @@ def unit_levels(G: Generator, layer: str, n: int = 256, seed: int = 0, quantile:
     carries the same levels.
     """
     _check_layer(G, layer)
-    n = _check_int(n, "n", 1)
-    seed = _check_int(seed, "seed", 0)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    quantile = float(quantile)
-    if not 0.5 < quantile < 1:
-        raise ValueError(f"quantile must be within (0.5, 1), e.g. 0.99 for the top 1%, got {quantile}")
+    n, seed, batch_size, quantile = _check_sampling(n, seed, batch_size, quantile)
     mh = diskcache.model_hash(G)
     params = {"version": CACHE_VERSION, "kind": "levels", "layer": layer, "n": n, "seed": seed, "quantile": quantile,
               "truncation_psi": float(truncation_psi)}
