@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # The suite never talks to the network or to Gradio's analytics.
@@ -118,3 +119,20 @@ def serve_demo(demo, **launch_kwargs):
         yield url
     finally:
         demo.close()
+
+
+def app_env(tmp: Path) -> pytest.MonkeyPatch:
+    """A MonkeyPatch (undo it when done) pointing the app's disk cache and the HF cache into ``tmp``, offline."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    return mp
+
+
+def pixels(path) -> np.ndarray:
+    """An image file as an RGB uint8 array [H, W, 3]."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).copy()

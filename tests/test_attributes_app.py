@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import serve_demo
+from conftest import app_env, pixels, serve_demo
 from PIL import Image
 
 
@@ -15,10 +15,8 @@ def faces_app(tmp_path_factory):
 
     if not default_zoo().availability("faces64").available:
         pytest.skip("the built-in faces64 weights are missing")
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("attributes")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     try:
         with serve_demo(app.build_demo(app.build_zoo(), "cpu")) as url:
             yield url, tmp
@@ -33,8 +31,7 @@ def _client(url, tmp):
 
 
 def _pixels(path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).astype(int)
+    return pixels(path).astype(int)
 
 
 def test_train_edit_hold_fixed_verify_and_export(faces_app):

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import serve_demo
+from conftest import app_env, serve_demo
 
 ARTIFACTS = Path(os.environ.get("INTERP_ARTIFACTS", Path(__file__).parent / "artifacts")) / "browser"
 TIMEOUT_MS = 60_000
@@ -40,10 +40,8 @@ def _chromium() -> str:
 def app_url(tmp_path_factory):
     import app
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("browser")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     try:
         # the built-in faces64 and the registry, offline; the page's CSS as app.py launches it
         with serve_demo(app.build_demo(app.build_zoo(), "cpu"), css=app.CSS) as url:

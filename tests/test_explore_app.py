@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import serve_demo
+from conftest import app_env, pixels, serve_demo
 import torch
 from PIL import Image
 
@@ -14,11 +14,8 @@ def explore_app(tmp_path_factory, tiny_checkpoint):
     import app
     from interp.zoo import Zoo
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("explore")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     zoo = Zoo.from_file(root=tmp)                   # no built-in weights there: only the tiny model is usable
     zoo.add_user_models(str(tiny_checkpoint))
     try:
@@ -32,11 +29,6 @@ def _client(url, tmp):
     from gradio_client import Client
 
     return Client(url, verbose=False, download_files=str(tmp / "downloads"))
-
-
-def _pixels(path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).copy()
 
 
 ZEROS = [0.0] * 10
@@ -75,8 +67,8 @@ def test_explore_starts_from_the_generated_image(explore_app, tiny_generator):
         client.predict("tiny32", *ZEROS, api_name="/explore_render")
     grid, current, summary = client.predict("tiny32", 5, 0.6, 1, api_name="/generate")
     assert "seed 5, psi 0.60" in summary and "No edits yet" in summary
-    explored = _pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
-    assert np.array_equal(explored, _pixels(current)) and np.array_equal(explored, _pixels(grid))
+    explored = pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
+    assert np.array_equal(explored, pixels(current)) and np.array_equal(explored, pixels(grid))
     with torch.no_grad():
         ref = _to_array(tiny_generator.synthesis(tiny_generator.mapping(tiny_generator.sample_z(1, 5), 0.6)))
     assert np.abs(ref.astype(int) - explored.astype(int)).max() <= 1
@@ -86,7 +78,7 @@ def test_explore_starts_from_the_generated_image(explore_app, tiny_generator):
     assert "sample 3 of 4" in summary
     with torch.no_grad():
         ref = _to_array(tiny_generator.synthesis(tiny_generator.mapping(tiny_generator.sample_z(4, 7)[2:3], 0.6)))
-    assert np.abs(ref.astype(int) - _pixels(current).astype(int)).max() <= 1
+    assert np.abs(ref.astype(int) - pixels(current).astype(int)).max() <= 1
 
 
 def test_sliders_apply_recipe_and_import(explore_app, tiny_generator, tmp_path):
@@ -97,7 +89,7 @@ def test_sliders_apply_recipe_and_import(explore_app, tiny_generator, tmp_path):
     url, tmp = explore_app
     client = _client(url, tmp)
     _, current, _ = client.predict("tiny32", 3, 0.7, 1, api_name="/generate")
-    original = _pixels(current)
+    original = pixels(current)
     status, *updates = client.predict("tiny32", "SeFa", "coarse", 0, 0, 4, VOCAB, False,
                                       api_name="/explore_find_directions")
     labels = updates[:10]
@@ -105,17 +97,17 @@ def test_sliders_apply_recipe_and_import(explore_app, tiny_generator, tmp_path):
     assert [lab["visible"] for lab in labels] == [True] * 4 + [False] * 6
     assert labels[0]["label"] == "Direction #0" and "of the eigenvalue" in labels[0]["info"]
 
-    moved = _pixels(client.predict("tiny32", 3.0, *ZEROS[1:], api_name="/explore_render"))
+    moved = pixels(client.predict("tiny32", 3.0, *ZEROS[1:], api_name="/explore_render"))
     assert np.abs(moved.astype(int) - original.astype(int)).max() > 0
-    back = _pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
+    back = pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
     assert np.array_equal(back, original)                 # strength 0 -> the original image exactly
 
     # apply: the edit joins the current image's stack, the sliders go back to 0 and show the new image
     current, summary, *rest = client.predict("tiny32", 3.0, 0, -1.5, *ZEROS[3:], api_name="/explore_apply")
     assert rest[:10] == ZEROS
     assert "1. SeFa" in summary and "+3.00 std" in summary and "2. SeFa" in summary and "-1.50 std" in summary
-    stacked = _pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
-    assert np.array_equal(stacked, _pixels(current))
+    stacked = pixels(client.predict("tiny32", *ZEROS, api_name="/explore_render"))
+    assert np.array_equal(stacked, pixels(current))
     # the saved recipe re-creates the image, in-process and in a fresh session
     path = client.predict(api_name="/recipe_save")
     recipe = Recipe.load(path)
@@ -123,18 +115,18 @@ def test_sliders_apply_recipe_and_import(explore_app, tiny_generator, tmp_path):
     assert np.abs(_to_array(recipe.render(tiny_generator)).astype(int) - stacked.astype(int)).max() <= 1
     other = _client(url, tmp)
     reopened, summary2 = other.predict("tiny32", handle_file(path), api_name="/recipe_open")
-    assert np.array_equal(_pixels(reopened), stacked) and summary2 == summary
+    assert np.array_equal(pixels(reopened), stacked) and summary2 == summary
     undone, summary3 = client.predict("tiny32", api_name="/recipe_undo")
     assert "2. SeFa" not in summary3 and "1. SeFa" in summary3
     cleared, summary4 = client.predict("tiny32", api_name="/recipe_clear")
-    assert np.array_equal(_pixels(cleared), original) and "No edits yet" in summary4
+    assert np.array_equal(pixels(cleared), original) and "No edits yet" in summary4
 
     # export the directions, import them in another session: the same slider gives the same image
     exported = client.predict(api_name="/explore_export_directions")
     status2, *_ = other.predict("tiny32", handle_file(exported), api_name="/explore_import_directions")
     assert "Imported" in status2
     other.predict("tiny32", 3, 0.7, 1, api_name="/generate")
-    again = _pixels(other.predict("tiny32", 3.0, *ZEROS[1:], api_name="/explore_render"))
+    again = pixels(other.predict("tiny32", 3.0, *ZEROS[1:], api_name="/explore_render"))
     assert np.array_equal(again, moved)
 
     # the grid: the current image in the first row, strength 0 in the middle column, labelled columns

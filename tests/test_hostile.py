@@ -17,7 +17,7 @@ import re
 import struct
 
 import pytest
-from conftest import serve_demo
+from conftest import app_env, serve_demo
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -32,11 +32,8 @@ def hostile_app(tmp_path_factory, tiny_checkpoint):
     import app
     from interp.zoo import Zoo
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("hostile")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     zoo = Zoo.from_file(root=tmp)                   # no built-in weights there: only the tiny model is usable
     zoo.add_user_models(str(tiny_checkpoint))
     try:

@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import serve_demo
+from conftest import app_env, pixels, serve_demo
 import torch
 from PIL import Image
 
@@ -184,11 +184,8 @@ def invert_app(tmp_path_factory, tiny_checkpoint):
     import app
     from interp.zoo import Zoo
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("invert")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     zoo = Zoo.from_file(root=tmp)                   # no built-in weights there: only the tiny model is usable
     zoo.add_user_models(str(tiny_checkpoint))
     try:
@@ -196,11 +193,6 @@ def invert_app(tmp_path_factory, tiny_checkpoint):
             yield url, tmp
     finally:
         mp.undo()
-
-
-def _pixels(path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).copy()
 
 
 def test_tab_inverts_and_the_result_becomes_the_current_image(invert_app, tmp_path):
@@ -224,9 +216,9 @@ def test_tab_inverts_and_the_result_becomes_the_current_image(invert_app, tmp_pa
     assert table["data"][0][:3] == ["Optimization W+", "Reconstruct", 5]
     current, summary = client.predict("tiny32", api_name="/invert_use")
     assert "an inversion (method optimization, space w+, steps 5)" in summary and "No edits yet" in summary
-    assert np.array_equal(_pixels(current), _pixels(after)[::8, ::8])      # shown enlarged 8x (nearest)
+    assert np.array_equal(pixels(current), pixels(after)[::8, ::8])      # shown enlarged 8x (nearest)
     explored = client.predict("tiny32", *[0.0] * 10, api_name="/explore_render")   # another tab starts from it
-    assert np.array_equal(_pixels(explored), _pixels(current))
+    assert np.array_equal(pixels(explored), pixels(current))
     client.predict("tiny32", handle_file(str(photo)), "Optimization S", 3, "Super-resolve x4", True, None,
                    api_name="/invert")
     _, (_, after), _, table = client.predict("tiny32", handle_file(str(photo)), "Optimization W", 3, "Colorize",
@@ -236,7 +228,7 @@ def test_tab_inverts_and_the_result_becomes_the_current_image(invert_app, tmp_pa
 
     current, summary = client.predict("tiny32", api_name="/invert_use")
     assert "a restoration" in summary and "task colorize" in summary
-    assert np.array_equal(_pixels(current), _pixels(after)[::8, ::8])
+    assert np.array_equal(pixels(current), pixels(after)[::8, ::8])
 
     low = tmp_path / "low.png"                                             # 8x8 = the tiny model's 32 / 4
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(low)

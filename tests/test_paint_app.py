@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import serve_demo
+from conftest import app_env, pixels, serve_demo
 from PIL import Image
 
 BRUSH = (slice(4, 12), slice(18, 28))          # rows 4-11, columns 18-27 of the tiny 32x32 image
@@ -15,11 +15,8 @@ def paint_app(tmp_path_factory, tiny_checkpoint):
     import app
     from interp.zoo import Zoo
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("paint")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     zoo = Zoo.from_file()                           # the built-in faces64 (when its weights exist) ...
     zoo.add_user_models(str(tiny_checkpoint))       # ... and the tiny model (preselected: the user's own)
     try:
@@ -33,11 +30,6 @@ def _client(url, tmp):
     from gradio_client import Client
 
     return Client(url, verbose=False, download_files=str(tmp / "downloads"))
-
-
-def _pixels(path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).copy()
 
 
 def _mask_file(tmp, name: str, mask: np.ndarray, size: int = 256, mode: str = "L") -> str:
@@ -56,7 +48,7 @@ def _square(size: int = 32) -> np.ndarray:
 
 def _shrink(path, size: int) -> np.ndarray:
     """An enlarged preview image back at the model's resolution (nearest: the enlargement is exact)."""
-    img = _pixels(path)
+    img = pixels(path)
     step = img.shape[0] // size
     return img[::step, ::step].astype(int)
 
@@ -86,7 +78,7 @@ def test_what_i_painted_preview_and_apply(paint_app):
     url, tmp = paint_app
     client = _client(url, tmp)
     _, current, _ = client.predict("tiny32", 4, 0.7, 1, api_name="/generate")
-    original = _pixels(current).astype(int)
+    original = pixels(current).astype(int)
     mask = handle_file(_mask_file(tmp, "square.png", _square()))
     (before, after), note = client.predict("tiny32", mask, "what I painted", "remove", 1.0, "auto", 0, 500,
                                            api_name="/paint_preview")
@@ -105,7 +97,7 @@ def test_what_i_painted_preview_and_apply(paint_app):
                                                       500, api_name="/paint_apply")
     assert "1. Dissection brush 'what I painted': remove 2 unit(s) of b16.conv1 in a painted region (8%" in summary
     assert compare is None and applied.startswith("Applied")
-    assert np.abs(_pixels(image).astype(int) - after).max() <= 1
+    assert np.abs(pixels(image).astype(int) - after).max() <= 1
     recipe = Recipe.load(client.predict(api_name="/recipe_save"))
     assert recipe.edits[0].layer == "b16.conv1" and len(recipe.edits[0].units) == 2
     # "add" amplifies what is there, on a chosen layer and number of units; it stacks on the first edit

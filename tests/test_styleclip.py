@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import serve_demo
+from conftest import app_env, pixels, serve_demo
 import torch
 from PIL import Image
 
@@ -221,11 +221,8 @@ def text_app(tmp_path_factory, tiny_checkpoint, vit_clip):
     import demos.text
     from interp.zoo import Zoo
 
-    mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("text")
-    mp.setenv("INTERP_CACHE_DIR", str(tmp / "cache"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("HF_HUB_CACHE", str(tmp / "hf-cache"))
+    mp = app_env(tmp)
     # the Hub's ViT-B-32 cannot be downloaded here: the tab gets the random ViT instead (same code path)
     mp.setattr(demos.text.naming, "load_paired_clip", lambda model_id, device="cpu": (vit_clip, "random tiny ViT"))
     mp.setattr(styleclip, "channel_relevance",
@@ -244,11 +241,6 @@ _REAL_RELEVANCE = styleclip.channel_relevance
 
 def _small_relevance(G, clip, kw):
     return _REAL_RELEVANCE(G, clip, **{**SMALL, **{k: v for k, v in kw.items() if k in ("model_id", "progress")}})
-
-
-def _pixels(path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).copy()
 
 
 def test_text_tab_answers_gradio_client(text_app, tmp_path):
@@ -270,18 +262,18 @@ def test_text_tab_answers_gradio_client(text_app, tmp_path):
 
     (before, after), channels, judges = client.predict("tiny32", "an old face", "a face", 3.0, 0.5, "conditional",
                                                         api_name="/text_global")
-    assert np.array_equal(_pixels(before), _pixels(current)) and not np.array_equal(_pixels(after), _pixels(current))
+    assert np.array_equal(pixels(before), pixels(current)) and not np.array_equal(pixels(after), pixels(current))
     assert "channels** move" in channels and "built-in model" in judges
     current, summary, status = client.predict("tiny32", "Global direction", "an old face", "a face", 3.0, 0.5,
                                               "conditional", api_name="/text_apply")
-    assert "1. StyleCLIP 'an old face': +3.00 std in s" in summary and np.array_equal(_pixels(current), _pixels(after))
+    assert "1. StyleCLIP 'an old face': +3.00 std in s" in summary and np.array_equal(pixels(current), pixels(after))
 
     # optimization, then paint by word with a brush, then apply: the optimized code becomes the base
     (before, after), plot, judges, status = client.predict(
         "tiny32", "a smiling face", "a face", 5, 0.02, 0.1, False, None, api_name="/text_optimize")
-    assert "CLIP score" in status and np.array_equal(_pixels(before), _pixels(current))
+    assert "CLIP score" in status and np.array_equal(pixels(before), pixels(current))
     bg = tmp_path / "bg.png"
-    Image.fromarray(_pixels(current)).resize((256, 256)).save(bg)
+    Image.fromarray(pixels(current)).resize((256, 256)).save(bg)
     layer = np.zeros((256, 256, 4), dtype=np.uint8)
     layer[:96, :96] = (255, 51, 102, 255)
     Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
@@ -293,7 +285,7 @@ def test_text_tab_answers_gradio_client(text_app, tmp_path):
     current, summary, status = client.predict("tiny32", "Optimization", "a smiling face", "a face", 3.0, 0.5,
                                               "conditional", api_name="/text_apply")
     assert "Image: an optimization (text a smiling face" in summary and "1. StyleCLIP 'an old face'" in summary
-    assert np.array_equal(_pixels(current), _pixels(after))
+    assert np.array_equal(pixels(current), pixels(after))
 
 
 def test_text_tab_bad_inputs(text_app):
