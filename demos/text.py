@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import LONG_WORK, AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.edit import DirectionEdit, Latent, Recipe, RenderSession
@@ -76,7 +76,7 @@ class TextSession:
     render: RenderSession = field(default_factory=RenderSession)
     model_hash: str = ""
     relevance: styleclip.Relevance | None = None
-    side: dict[str, torch.Tensor] = field(default_factory=dict)           # neutral text -> side directions
+    side: styleclip.Side | None = None                                    # the vocabulary's attributes
     optimized: Latent | None = None                                       # the last optimization's result
     optimized_for: str = ""                                                # fingerprint of the recipe it started from
 
@@ -200,13 +200,14 @@ class Handlers:
         mh = diskcache.model_hash(G)
         if session.relevance is None or session.model_hash != mh:
             session.relevance = _relevance(G, clip, model_id, lambda f, text: progress(f, desc=text))
-            session.model_hash, session.side = mh, {}
+            session.model_hash, session.side = mh, None
         return clip, session
 
-    def side(self, clip, session: TextSession, model_id: str, neutral: str) -> torch.Tensor:
-        if neutral not in session.side:
-            session.side[neutral] = styleclip.side_directions(clip, naming.default_vocabulary(model_id), neutral)
-        return session.side[neutral]
+    def side(self, clip, session: TextSession, model_id: str) -> styleclip.Side:
+        if session.side is None:
+            session.side = styleclip.side_directions(clip, naming.default_vocabulary(model_id),
+                                                     naming.NEUTRAL[naming.domain_of(model_id)])
+        return session.side
 
     def edit(self, model_id, G, session, target, neutral, alpha, beta, scoring, progress):
         target, neutral = self.texts(target, neutral)
@@ -217,7 +218,7 @@ class Handlers:
         clip, session = self.prepared(G, model_id, session, progress)
         try:
             return styleclip.global_edit(session.relevance, clip, target, neutral, alpha, beta,
-                                         side=self.side(clip, session, model_id, neutral), scoring=scoring)
+                                         side=self.side(clip, session, model_id), scoring=scoring)
         except ValueError as exc:
             raise user_error(_sentence(exc)) from exc
 
@@ -236,7 +237,7 @@ class Handlers:
         edit, n = self.edit(model_id, G, session, target, neutral, alpha, beta, scoring, progress)
         before, after = _before_after(G, session, recipe, edit)
         channels = (f"**{n} of {session.relevance.num_channels} channels** move (beta {beta:.2f}); strength "
-                    f"{edit.strength:+.2f} std along the direction.")
+                    f"{edit.strength:+.2f} std along the direction. Edit: '{edit.name}'.")
         return ((tensor_to_pil(before[0]), tensor_to_pil(after[0])), channels,
                 judges_markdown(model_id, before, after, self.ctx.device), session)
 
@@ -377,16 +378,19 @@ def build(ctx: AppContext) -> None:
     private = dict(api_visibility="private")
     texts = [target, neutral]
     global_inputs = [ctx.model, *texts, alpha, beta, scoring, ctx.current, session]
-    live = dict(trigger_mode="always_last", show_progress="minimal")
+    # Progress (and a failure's "Error" pill, which stays until the next update) show on one small text
+    # component, never on the images: a mistake is a toast.
+    live = dict(trigger_mode="always_last", show_progress="minimal", show_progress_on=channels)
 
-    prepare_btn.click(h.prepare, [ctx.model, session], [prepare_md, session], api_name="text_prepare")
+    prepare_btn.click(h.prepare, [ctx.model, session], [prepare_md, session], api_name="text_prepare", **LONG_WORK)
     gr.on([edit_btn.click, alpha.release, beta.release, target.submit, neutral.submit, scoring.input],
           h.global_direction,
           global_inputs, [compare, channels, judges, session], api_name="text_global", **live)
     optimize_btn.click(h.optimize, [ctx.model, *texts, steps, l2, identity, paint, brush, ctx.current, session],
-                       [compare, plot, judges, status, session], api_name="text_optimize")
+                       [compare, plot, judges, status, session], api_name="text_optimize", show_progress_on=plot,
+                       **LONG_WORK)
     apply_btn.click(h.apply, [ctx.model, method, *texts, alpha, beta, scoring, ctx.current, session],
-                    [*ctx.shown, status, session], api_name="text_apply").success(
+                    [*ctx.shown, status, session], api_name="text_apply", show_progress_on=status).success(
         h.on_open, [ctx.model, ctx.current], [brush, compare], **private)
     method.change(lambda m: (gr.Group(visible=m == METHODS[0]), gr.Group(visible=m == METHODS[1])), method,
                   [global_box, opt_box], **private)

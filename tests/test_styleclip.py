@@ -160,6 +160,62 @@ def test_global_edit_with_an_open_clip_vit(tiny_generator, vit_clip):
         styleclip.global_edit(rel, vit_clip, "an old face", "a face", 3.0, 1.0, side=side)
 
 
+class KeywordClip:
+    """Text embeddings from keywords: 'a face' (axis 0) plus a shared 'hair' axis (1) and one axis per colour."""
+
+    AXES = {"hair": 1, "black": 2, "blond": 3, "red": 4, "old": 5}
+
+    def encode_text(self, texts):
+        rows = []
+        for t in texts:
+            v = torch.zeros(8)
+            v[0] = 1.0
+            for word, axis in self.AXES.items():
+                if word in t:
+                    v[axis] = 2.0
+            rows.append(v / v.norm())
+        return torch.stack(rows)
+
+
+def test_a_categorical_value_is_contrasted_with_the_other_values():
+    from interp.methods.naming import parse_vocabulary
+
+    vocabulary = "an old face | a young face\na face with black hair / a face with blond hair / a face with red hair"
+    phrases = parse_vocabulary(vocabulary)
+    assert [p.group is not None for p in phrases] == [False, True, True, True]
+    assert len({p.group for p in phrases[1:]}) == 1
+    with pytest.raises(ValueError, match="one value / another value"):
+        parse_vocabulary("a / b | c")
+    clip = KeywordClip()
+    side = styleclip.side_directions(clip, vocabulary, "a face")
+    assert side.group_of(2) == [1, 2, 3] and side.group_of(0) == []
+    # generated images: 6 with black hair, 2 with red, 0 blond (the zero-shot reading of their embeddings)
+    images = torch.zeros(8, 8)
+    images[:, 0], images[:, 1] = 1.0, 1.0
+    images[:6, 2], images[6:, 4] = 2.0, 2.0
+    C = 20
+    changes = torch.randn(C, 8, generator=torch.Generator().manual_seed(0))
+    rel = styleclip.Relevance(changes, torch.eye(8), torch.ones(8), torch.ones(C),
+                              torch.randn(64, C, generator=torch.Generator().manual_seed(1)), ("l",), (C,), (0,),
+                              image_embeddings=torch.nn.functional.normalize(images, dim=1))
+    embedding, text, group = styleclip.categorical_contrast(rel, clip, side, "blond hair", "a face")
+    assert group == [1, 2, 3]
+    assert text == "a face with black hair 75%, a face with red hair 25%"
+    expected = 0.75 * side.values[1] + 0.25 * side.values[3]
+    assert torch.allclose(embedding, expected)
+    edit, _ = styleclip.global_edit(rel, clip, "blond hair", "a face", 3.0, 0.5, side=side)
+    assert edit.name == "blond hair (vs a face with black hair 75%, a face with red hair 25%)"
+    # no contrast: a target that is no categorical value, a neutral that already is another value,
+    # the naive scoring, or a relevance without image embeddings
+    assert styleclip.categorical_contrast(rel, clip, side, "an old face", "a face") is None
+    assert styleclip.categorical_contrast(rel, clip, side, "blond hair", "a face with red hair") is None
+    assert styleclip.global_edit(rel, clip, "blond hair", "a face", 3.0, 0.5, side=side,
+                                 scoring="styleclip")[0].name == "blond hair"
+    bare = styleclip.Relevance(*[getattr(rel, f) for f in ("changes", "basis", "variances", "channel_std", "s_samples",
+                                                            "layers", "sizes", "rows")])
+    assert styleclip.categorical_contrast(bare, clip, side, "blond hair", "a face") is None
+
+
 def test_bad_inputs_give_clear_errors(tiny_generator, vit_clip):
     rel = styleclip.channel_relevance(tiny_generator, vit_clip, **SMALL)
     latent = Latent.from_seed(tiny_generator, "tiny32", 1, 0.7)

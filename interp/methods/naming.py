@@ -6,6 +6,9 @@ direction of every vocabulary entry:
 
 - ``"a smiling face | a frowning face"`` (a pair): ``t(positive) - t(negative)``
 - ``"a face with glasses"`` (a single phrase): ``t(phrase) - t(neutral)``, the domain's neutral prompt
+- ``"a face with black hair / a face with blond hair / ..."`` (the values of one categorical
+  attribute): each value is a single phrase here; text editing (:mod:`interp.methods.styleclip`)
+  contrasts a value with the others instead of with the neutral prompt
 
 The best entry by mean absolute cosine names the direction; its sign says which way the slider
 makes the phrase truer (+: moving right). Confidence is the fraction of samples whose own best
@@ -50,7 +53,7 @@ HUB_CLIP = ("ViT-B-32", "laion2b_s34b_b79k")      # open_clip model for Hub gene
 _HUB_CLIPS: dict[tuple[str, str, str], "ClipScorer"] = {}   # loaded once per process and device
 _CLIP_LOCK = threading.Lock()
 
-# One entry per line: "positive | negative" or a single phrase.
+# One entry per line: "positive | negative", a single phrase, or "value / value / ..." (one categorical attribute).
 VOCABULARIES: dict[str, list[str]] = {
     "faces-builtin": [
         "a smiling face | a frowning face",
@@ -63,10 +66,7 @@ VOCABULARIES: dict[str, list[str]] = {
         "a face with dark skin | a face with light skin",
         "a face on an orange background | a face on a blue background",
         "a wide face | a narrow face",
-        "a face with black hair",
-        "a face with brown hair",
-        "a face with blond hair",
-        "a face with red hair",
+        "a face with black hair / a face with brown hair / a face with blond hair / a face with red hair",
     ],
     "faces": [
         "a smiling person | a person with a neutral expression",
@@ -77,8 +77,7 @@ VOCABULARIES: dict[str, list[str]] = {
         "a face turned to the right | a face turned to the left",
         "a person with a beard | a clean-shaven person",
         "a bald person",
-        "a person with blond hair",
-        "a person with black hair",
+        "a person with blond hair / a person with black hair / a person with brown hair / a person with grey hair",
         "a person with dark skin | a person with light skin",
         "a brightly lit photo | a dark photo",
         "a person with an open mouth | a person with a closed mouth",
@@ -89,7 +88,7 @@ VOCABULARIES: dict[str, list[str]] = {
         "a cat with open eyes | a cat with closed eyes",
         "a fluffy animal | a short-haired animal",
         "an animal facing the camera | an animal turned sideways",
-        "an orange animal", "a black animal", "a white animal", "a grey animal",
+        "an orange animal / a black animal / a white animal / a grey animal",
         "a striped animal", "an animal with an open mouth",
         "a brightly lit photo | a dark photo",
         "a close-up photo | a photo taken from far away",
@@ -152,6 +151,7 @@ def default_vocabulary(model_id: str | None) -> list[str]:
 class Phrase:
     positive: str
     negative: str | None = None    # None: compared against the domain's neutral prompt
+    group: str | None = None       # the whole entry of a categorical attribute this phrase is one value of
 
     @property
     def text(self) -> str:
@@ -159,7 +159,10 @@ class Phrase:
 
 
 def parse_vocabulary(vocabulary: str | Sequence[str]) -> list[Phrase]:
-    """Lines ``positive | negative`` or ``phrase``; blank lines and lines starting with '#' are skipped."""
+    """Lines ``positive | negative``, ``phrase`` or ``value / value / ...``; blank and '#' lines are skipped.
+
+    A ``/`` line gives one single :class:`Phrase` per value, each with ``group`` set to the line.
+    """
     lines = vocabulary.splitlines() if isinstance(vocabulary, str) else list(vocabulary)
     out, seen = [], set()
     for i, line in enumerate(lines, 1):
@@ -169,14 +172,21 @@ def parse_vocabulary(vocabulary: str | Sequence[str]) -> list[Phrase]:
         if not line or line.startswith("#"):
             continue
         parts = [p.strip() for p in line.split("|")]
-        if len(parts) > 2 or not all(parts):
-            raise ValueError(f"vocabulary line {i} {line!r}: write 'a phrase' or 'a positive phrase | its opposite'")
-        if len(parts[0]) > 200:
-            raise ValueError(f"vocabulary line {i} is longer than 200 characters")
-        phrase = Phrase(parts[0], parts[1] if len(parts) == 2 else None)
-        if phrase.text not in seen:
-            seen.add(phrase.text)
-            out.append(phrase)
+        values = [v.strip() for v in line.split("/")]
+        if len(parts) > 2 or not all(parts) or (len(values) > 1 and (len(parts) > 1 or not all(values))):
+            raise ValueError(f"vocabulary line {i} {line!r}: write 'a phrase', 'a positive phrase | its opposite' "
+                             "or 'one value / another value / ...'")
+        if max(len(v) for v in parts + values) > 200:
+            raise ValueError(f"vocabulary line {i} has a phrase longer than 200 characters")
+        if len(values) > 1:
+            group = " / ".join(values)
+            phrases = [Phrase(v, None, group) for v in values]
+        else:
+            phrases = [Phrase(parts[0], parts[1] if len(parts) == 2 else None)]
+        for phrase in phrases:
+            if phrase.text not in seen:
+                seen.add(phrase.text)
+                out.append(phrase)
     if not out:
         raise ValueError("the vocabulary is empty: give at least one phrase (one per line, optionally 'a | b')")
     return out
