@@ -4,11 +4,14 @@
     python -m interp.builtin.train_gan --run runs/gan/faces64 --export assets/builtin/faces64.safetensors
 
 StyleGAN2 recipe: non-saturating logistic loss, lazy R1 on reals, style mixing, EMA generator,
-`w_avg` tracking, optional path-length regularisation and bf16 autocast. The data is unlimited
+`w_avg` tracking, optional path-length regularisation, optional Hessian penalty (Peebles et al.,
+ECCV 2020: a training-time push towards disentangled latents) and bf16 autocast. The data is unlimited
 (a new render for every image), so there is no augmentation. Every step is seeded by its index,
 so a run interrupted and resumed from `state.pt` continues exactly as an uninterrupted one.
 A resumed run may change its batch size and EMA half-life (`--config '{"batch": 64}'`), e.g. to
-go on with a larger batch on a GPU, where the faces are rendered on the device itself.
+go on with a larger batch on a GPU, where the faces are rendered on the device itself. A new run
+may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
+discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`).
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
@@ -54,6 +57,10 @@ class TrainConfig:
     r1_every: int = 16                        # Lazy R1 interval (steps).
     pl_weight: float = 0.0                    # Path-length regularisation weight, 0 = off.
     pl_every: int = 4                         # Lazy path-length interval (steps).
+    hessian_weight: float = 0.0               # Hessian penalty weight (w.r.t. W), 0 = off.
+    hessian_every: int = 4                    # Lazy Hessian penalty interval (steps).
+    hessian_k: int = 2                        # Rademacher directions per estimate (>= 2: it is a variance).
+    hessian_epsilon: float = 0.1              # Finite-difference step.
     style_mixing: float = 0.9                 # Probability of mixing two latents per batch.
     ema_kimg: float = 5.0                     # EMA half-life in thousands of images.
     ema_rampup: float = 0.05                  # EMA half-life ramps up to ema_kimg over the first 1/rampup of images.
@@ -63,6 +70,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
         object.__setattr__(self, "betas", tuple(self.betas))
+        if self.hessian_k < 2 or self.hessian_epsilon <= 0 or self.hessian_every < 1 or self.hessian_weight < 0:
+            raise ValueError("the Hessian penalty needs hessian_k >= 2, hessian_epsilon > 0, hessian_every >= 1 and "
+                             "hessian_weight >= 0")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
@@ -85,6 +95,24 @@ class TrainConfig:
 def step_seed(seed: int, step: int, stream: int) -> int:
     """Seed of one random stream of one step: below 8e6 for seed 0 and fewer than a million steps."""
     return seed * 2**40 + step * 8 + stream
+
+
+def hessian_penalty(fn, x: torch.Tensor, k: int = 2, epsilon: float = 0.1,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Hessian penalty of ``fn`` at ``x`` (Peebles et al., ECCV 2020), differentiable.
+
+    For Rademacher directions v (entries +-1), ``v^T H v = sum_ij H_ij v_i v_j`` varies with v only
+    through the off-diagonal entries of the Hessian H of each output with respect to the input, so its
+    variance over v is zero exactly when every input coordinate acts on the output independently of
+    the others. Each ``v^T H v`` is a central second difference
+    ``(fn(x + eps v) - 2 fn(x) + fn(x - eps v)) / eps^2`` (exact for quadratic fn); the unbiased variance
+    over ``k`` directions is taken per output element, its maximum per sample, averaged over the batch.
+    x: [N, ...]; fn returns [N, ...].
+    """
+    v = torch.randint(0, 2, (k, *x.shape), generator=generator).to(x.device, x.dtype) * 2 - 1
+    center = fn(x)
+    second = torch.stack([(fn(x + epsilon * vi) - 2 * center + fn(x - epsilon * vi)) / epsilon ** 2 for vi in v])
+    return second.var(dim=0, unbiased=True).flatten(1).amax(dim=1).mean()
 
 
 def render_batch(cfg: TrainConfig, step: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -189,6 +217,8 @@ class Trainer:
         stats["loss_g"] = loss_g.item()
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
             stats["pl"] = self._path_length(gen)
+        if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
+            stats["hessian"] = self._hessian(gen)
         self.opt_g.step()
 
         # Discriminator: logistic loss, lazy R1 on reals.
@@ -231,6 +261,20 @@ class Trainer:
         loss.backward()
         return lengths.mean().item()
 
+    def _hessian(self, gen: torch.Generator) -> float:
+        """Hessian penalty of the synthesis w.r.t. w (one w for every layer), on a half batch."""
+        cfg = self.cfg
+        n = max(cfg.batch // 2, 1)
+        w = self.G.mapping(torch.randn([n, cfg.z_dim], generator=gen).to(self.device))[:, 0]   # [n, w_dim]
+
+        def synthesize(w_: torch.Tensor) -> torch.Tensor:        # constant noise: the same in every evaluation
+            return self.G.synthesis(w_[:, None].expand(-1, self.G.num_ws, -1), noise_mode="const")
+
+        with self._autocast():
+            penalty = hessian_penalty(synthesize, w, cfg.hessian_k, cfg.hessian_epsilon, gen).float()
+        (penalty * cfg.hessian_weight * cfg.hessian_every).backward()
+        return penalty.item()
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         cfg = self.cfg
@@ -242,6 +286,21 @@ class Trainer:
             p_ema.copy_(p.detach().lerp(p_ema, beta))
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
             b_ema.copy_(b)
+
+    def init_generator(self, path: Path) -> None:
+        """Start G and G_ema from an exported generator (a new run; D stays fresh). ValueError on a mismatch."""
+        from interp.models.loaders import read_checkpoint
+
+        if self.step:
+            raise ValueError("--init starts a new run; this run has already trained")
+        config, state_dict = read_checkpoint(path)
+        ours = self.G.state_dict()
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+        if shapes != {k: tuple(v.shape) for k, v in ours.items()}:
+            raise ValueError(f"{Path(path).name} does not fit this training config (its generator: {config}); "
+                             "give the same sizes with --config")
+        self.G.load_state_dict(state_dict)
+        self.G_ema.load_state_dict(state_dict)
 
     # -- checkpointing ------------------------------------------------------------------------------
 
@@ -331,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snapshot-every", type=float, default=20.0, help="sample grid + quick metrics interval, kimg")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--export", type=Path, default=None, help="write the EMA generator (safetensors) and samples.png")
+    p.add_argument("--init", type=Path, default=None,
+                   help="a new run starts G and G_ema from this exported generator (safetensors); D starts fresh")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -345,13 +406,18 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(overrides, dict):
             raise ValueError(f"--config must be a JSON object, got {args.config!r}")
         if state_path.exists():
+            if args.init is not None:
+                raise ValueError(f"--init starts a new run, but {state_path} exists (it would resume)")
             trainer = Trainer.load(state_path, args.device, overrides)
             print(f"resumed {state_path} at {trainer.nimg / 1000:.1f} kimg")
         else:
             if args.amp:
                 overrides["amp"] = True
             trainer = Trainer(TrainConfig.from_dict(overrides), args.device)
-    except ValueError as e:                             # json.JSONDecodeError is a ValueError too
+            if args.init is not None:
+                trainer.init_generator(args.init)
+                print(f"new run from the generator {args.init.name}")
+    except (ValueError, OSError) as e:                             # json.JSONDecodeError is a ValueError too
         p.error(str(e))
     if args.export is not None:
         export(trainer, args.export)
