@@ -234,7 +234,8 @@ def build(ctx: AppContext) -> None:
                 end = gr.Number(value=3, label="Last ws row", precision=0, minimum=0)
             k = int_slider(1, K_MAX, value=6, step=1, label="Number of directions")
             use_clip = gr.Checkbox(value=True, label="Name directions with CLIP")
-            with gr.Accordion("CLIP vocabulary (one phrase per line; 'positive | negative' for pairs)", open=False):
+            with gr.Accordion("CLIP vocabulary (one phrase per line; 'positive | negative' for pairs; "
+                              "'a / b / c' for the values of one attribute)", open=False):
                 vocabulary = gr.Textbox("\n".join(naming.default_vocabulary(ctx.model.value)), lines=8,
                                         show_label=False)
             find_btn = gr.Button("Find directions", variant="primary")
