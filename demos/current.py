@@ -130,4 +130,6 @@ def build(ctx: AppContext) -> list[Any]:
     save_btn.click(save, ctx.current, recipe_file, api_name="recipe_save", **quiet).success(
         lambda: gr.File(visible=True), None, recipe_file, api_visibility="private")
     open_btn.upload(open_recipe, [ctx.model, open_btn], shown, api_name="recipe_open", **quiet)
+    # A saved file re-creates the image of its moment: it goes away once the recipe changes.
+    summary.change(lambda: gr.File(value=None, visible=False), None, recipe_file, api_visibility="private", **quiet)
     return shown
