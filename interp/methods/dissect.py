@@ -18,7 +18,10 @@ Statistics are streamed over batches: the thresholds (and each unit's low level)
 first samples (a subsample of at most ``CALIBRATION_VALUES`` activations per layer), the IoU
 counts and the per-part mean levels from all of them; no [n, C, H, W] tensor is kept. Results are
 cached on disk (``interp.diskcache``) by model hash, segmenter hash, layer and parameters; a second
-call returns in milliseconds. A layer is named as in ``G.styles`` (``b16.conv0``); its output
+call returns in milliseconds. ``python -m interp.precompute dissect`` fills the same entries on many
+processes from the pieces below (:func:`cache_entries`, :func:`batch_activations`,
+:class:`LayerTally`: its counts are sums, its thresholds exact order statistics). A layer is named as
+in ``G.styles`` (``b16.conv0``); its output
 (after bias and leaky ReLU) is read with :mod:`interp.nethook`.
 
 Paint (the GANPaint brush). ``paint`` returns the :class:`~interp.edit.UnitEdit` of the shared
@@ -76,14 +79,19 @@ __all__ = [
     "LABEL_IOU",
     "REGION_ACTIONS",
     "Dissection",
+    "LayerTally",
     "RegionUnits",
     "UnitLevels",
     "choose_layer",
+    "batch_activations",
+    "cache_entries",
     "concept_units",
     "dissect",
     "dissect_layers",
     "layer_activations",
     "paint",
+    "quantile_rank",
+    "segmenter_parts",
     "unit_layers",
     "unit_levels",
     "unit_maps",
@@ -258,7 +266,8 @@ def _segmenter_hash(segmenter) -> str:
     return hit[1]
 
 
-def _segmenter_parts(segmenter, parts: Sequence[str] | None) -> tuple[str, ...]:
+def segmenter_parts(segmenter, parts: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The segmenter's part names (``segmenter.parts`` or ``segmenter.config.parts``), or ``parts`` when given."""
     if parts is None:
         parts = getattr(segmenter, "parts", None)
     if parts is None:
@@ -289,8 +298,16 @@ def _cell_cover(onehot: Tensor, h: int, w: int) -> Tensor:
     return F.interpolate(onehot, size=(h, w), mode="area")
 
 
-class _LayerTally:
-    """Streaming statistics of one layer: a calibration buffer, then IoU counts and part means."""
+class LayerTally:
+    """Streaming statistics of one layer: a calibration buffer, then IoU counts and part means.
+
+    ``add(act, labels)`` batch by batch: the first ``n_calib`` samples (whole batches) are buffered
+    until the thresholds exist, then every batch is counted. The counts (``counts()``) are sums, so
+    tallies of disjoint batches merge by adding them (``add_counts``) once they share thresholds
+    (``set_levels``).
+    """
+
+    COUNTS = ("inter", "on", "area", "sum_in", "cover", "sum_all", "cells")
 
     def __init__(self, layer: str, units: int, res: int, parts: int, n: int, batch_size: int,
                  quantile: float) -> None:
@@ -309,6 +326,31 @@ class _LayerTally:
         self.cover = z(parts)                # sum over cells of the part's coverage
         self.sum_all = z(units)              # sum of activations over cells
         self.cells = 0
+
+    @classmethod
+    def of(cls, G: Generator, layer: str, num_parts: int, n: int, batch_size: int, quantile: float) -> "LayerTally":
+        """The tally of ``layer`` of G for ``n`` samples in batches of ``batch_size``."""
+        units, res = _layer_shape(G, layer)
+        return cls(layer, units, res, num_parts, n, batch_size, quantile)
+
+    def set_levels(self, thresholds: Tensor, low: Tensor) -> None:
+        """Use these thresholds (and low levels) instead of calibrating; count anything buffered."""
+        self.thresholds, self.low = thresholds, low
+        buffer, self.buffer, self.buffered = self.buffer, [], 0
+        for a, lab in buffer:
+            self._count(a, lab.long())
+
+    def counts(self) -> dict[str, Tensor]:
+        """The sums counted so far (float64; ``cells`` as a one-element tensor)."""
+        out = {name: getattr(self, name) for name in self.COUNTS[:-1]}
+        out["cells"] = torch.tensor([float(self.cells)], dtype=torch.float64)
+        return out
+
+    def add_counts(self, counts: Mapping[str, Tensor]) -> None:
+        """Add another tally's ``counts()`` (of other samples, with the same thresholds)."""
+        for name in self.COUNTS[:-1]:
+            setattr(self, name, getattr(self, name) + counts[name].to(torch.float64))
+        self.cells += int(round(float(counts["cells"].sum())))
 
     def add(self, act: Tensor, labels: Tensor) -> None:
         if self.thresholds is not None:
@@ -385,28 +427,37 @@ def _upsample_matrix(size: int, out: int, like: Tensor) -> Tensor:
 _UPSAMPLE: dict[tuple, Tensor] = {}
 
 
+def quantile_rank(q: float, m: int) -> int:
+    """k such that the ``q`` quantile of ``m`` values is their k-th smallest (1-based), as the thresholds use."""
+    return min(m, max(1, math.ceil(q * m)))
+
+
 def _quantile_rows(values: Tensor, q: float) -> Tensor:
     """The ``q`` quantile of each row of [C, M] (kthvalue: torch.quantile refuses very long rows)."""
-    k = min(values.shape[1], max(1, math.ceil(q * values.shape[1])))
-    return values.kthvalue(k, dim=1).values
+    return values.kthvalue(quantile_rank(q, values.shape[1]), dim=1).values
+
+
+@torch.no_grad()
+def batch_activations(G: Generator, segmenter, z: Tensor, layers: Sequence[str], num_parts: int,
+                      truncation_psi: float) -> tuple[dict[str, Tensor], Tensor]:
+    """One batch of the dissection: float activations {layer: [B, C, h, w]} and part labels [B, H, W]."""
+    ws = G.mapping(z, truncation_psi=truncation_psi)                         # [B, num_ws, w_dim]
+    acts, img = layer_activations(G, ws, list(layers))
+    labels = _segment(segmenter, img, num_parts)                              # [B, H, W]
+    return {name: a.float() for name, a in acts.items()}, labels
 
 
 @torch.no_grad()
 def _compute(G: Generator, segmenter, layers: list[str], parts: tuple[str, ...], n: int, seed: int,
              quantile: float, truncation_psi: float, batch_size: int,
              progress: Progress | None) -> dict[str, dict[str, Tensor]]:
-    tallies = {}
-    for name in layers:
-        units, res = _layer_shape(G, name)
-        tallies[name] = _LayerTally(name, units, res, len(parts), n, batch_size, quantile)
+    tallies = {name: LayerTally.of(G, name, len(parts), n, batch_size, quantile) for name in layers}
     what = layers[0] if len(layers) == 1 else f"{len(layers)} layers"
     done = 0
     for z in G.sample_z(n, seed).split(batch_size):                       # [B, z_dim]
-        ws = G.mapping(z, truncation_psi=truncation_psi)                     # [B, num_ws, w_dim]
-        acts, img = layer_activations(G, ws, layers)
-        labels = _segment(segmenter, img, len(parts))                        # [B, H, W]
+        acts, labels = batch_activations(G, segmenter, z, layers, len(parts), truncation_psi)
         for name in layers:
-            tallies[name].add(acts[name].float(), labels)
+            tallies[name].add(acts[name], labels)
         done += len(z)
         if progress is not None:
             progress(done / n, f"dissecting {what}: {done} / {n} samples")
@@ -428,6 +479,25 @@ def _check_sampling(n, seed, batch_size, quantile) -> tuple[int, int, int, float
     return n, seed, batch_size, quantile
 
 
+def cache_entries(G: Generator, segmenter, layers: Iterable[str] | None = None, n: int = 1000, seed: int = 0,
+                  quantile: float = 0.99, *, truncation_psi: float = 1.0, parts: Sequence[str] | None = None,
+                  batch_size: int = 32) -> dict[str, tuple[str, dict[str, str]]]:
+    """{layer: (cache key, metadata)} of the entries :func:`dissect_layers` reads and writes (arguments checked)."""
+    names = unit_layers(G) if layers is None else list(dict.fromkeys(layers))
+    if not names:
+        raise ValueError(f"layers is empty; allowed: {', '.join(unit_layers(G))}")
+    for name in names:
+        _check_layer(G, name)
+    n, seed, batch_size, quantile = _check_sampling(n, seed, batch_size, quantile)
+    parts = segmenter_parts(segmenter, parts)
+    mh = diskcache.model_hash(G)
+    base = {"version": CACHE_VERSION, "n": n, "seed": seed, "quantile": quantile,
+            "truncation_psi": float(truncation_psi), "parts": list(parts), "segmenter": _segmenter_hash(segmenter),
+            "calibration": CALIBRATION_VALUES, "min_calibration": MIN_CALIBRATION_SAMPLES, "batch_size": batch_size}
+    return {name: (diskcache.make_key(mh, {**base, "layer": name}),
+                   {"params": str({**base, "layer": name}), "model_hash": mh}) for name in names}
+
+
 def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None, n: int = 1000, seed: int = 0,
                    quantile: float = 0.99, progress: Progress | None = None, *, truncation_psi: float = 1.0,
                    parts: Sequence[str] | None = None, batch_size: int = 32,
@@ -438,18 +508,13 @@ def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None,
     same key as ``dissect(G, segmenter, layer, ...)``.
     """
     names = unit_layers(G) if layers is None else list(dict.fromkeys(layers))
-    if not names:
-        raise ValueError(f"layers is empty; allowed: {', '.join(unit_layers(G))}")
-    for name in names:
-        _check_layer(G, name)
     n, seed, batch_size, quantile = _check_sampling(n, seed, batch_size, quantile)
     truncation_psi = float(truncation_psi)
-    parts = _segmenter_parts(segmenter, parts)
+    parts = segmenter_parts(segmenter, parts)
+    entries = cache_entries(G, segmenter, names, n, seed, quantile, truncation_psi=truncation_psi, parts=parts,
+                            batch_size=batch_size)
+    keys = {name: key for name, (key, _) in entries.items()}
     mh = diskcache.model_hash(G)
-    base = {"version": CACHE_VERSION, "n": n, "seed": seed, "quantile": quantile, "truncation_psi": truncation_psi,
-            "parts": list(parts), "segmenter": _segmenter_hash(segmenter), "calibration": CALIBRATION_VALUES,
-            "min_calibration": MIN_CALIBRATION_SAMPLES, "batch_size": batch_size}
-    keys = {name: diskcache.make_key(mh, {**base, "layer": name}) for name in names}
     found: dict[str, dict[str, Tensor]] = {}
     if cache:
         for name in names:
@@ -463,8 +528,7 @@ def dissect_layers(G: Generator, segmenter, layers: Iterable[str] | None = None,
             found[name] = tensors
             if cache:
                 try:
-                    diskcache.save(CACHE_NAMESPACE, keys[name], tensors,
-                                   {"params": str({**base, "layer": name}), "model_hash": mh})
+                    diskcache.save(CACHE_NAMESPACE, keys[name], tensors, entries[name][1])
                 except OSError:                                             # a read-only or full disk
                     pass
     out = {}

@@ -12,6 +12,11 @@ Results are cached on disk (``interp.diskcache``) per model content hash and par
 
     dirs, variances = ganspace.directions(G, n_samples=10000, k=10, seed=0)
     comps = ganspace.fit(G, 10000, 10, 0, space="s", layers="fine")   # everything, incl. stds
+
+The computation splits in two for ``python -m interp.precompute ganspace`` (many processes):
+:func:`block_samples` samples any block of the ``n_samples`` latents (blocks starting at multiples of
+``SAMPLE_BATCH`` / ``FEATURE_BATCH`` give the same numbers as one pass), :func:`from_samples` turns
+all of them into the cache entry that :func:`fit` stores under :func:`cache_entry`'s key.
 """
 from __future__ import annotations
 
@@ -23,16 +28,18 @@ import torch
 from torch import Tensor
 
 from interp import diskcache
-from interp.edit import latent_dim, projection_stds, resolve_layers, sample_latents
+from interp.edit import latent_dim, projection_stds, resolve_layers, style_layers_for_rows
 from interp.models.stylegan2 import Generator
 from interp.nethook import Trace
 
-__all__ = ["PCA_SPACES", "Components", "directions", "fit", "pca"]
+__all__ = ["PCA_SPACES", "Components", "block_samples", "cache_entry", "directions", "fit", "from_samples", "pca"]
 
 PCA_SPACES = ("w", "z", "s", "features")
 CACHE_NAMESPACE = "ganspace"
 CACHE_VERSION = 1
 MAX_FEATURE_VALUES = 2 * 10**8   # n_samples x features floats held in memory for the feature variant (0.8 GB)
+SAMPLE_BATCH = 4096              # latents per mapping call (z / w / s)
+FEATURE_BATCH = 256              # latents per synthesis call ('features')
 
 
 @dataclass(frozen=True)
@@ -76,13 +83,18 @@ def pca(samples: Tensor, k: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor,
             torch.from_numpy(model.explained_variance_ratio_).float(), torch.from_numpy(model.mean_).float())
 
 
-@torch.no_grad()
 def _layer_features(G: Generator, feature_layer: str, n: int, seed: int, truncation_psi: float,
-                    batch_size: int = 256) -> tuple[Tensor, Tensor]:
+                    batch_size: int = FEATURE_BATCH) -> tuple[Tensor, Tensor]:
     """W latents [n, w_dim] and the flattened activations [n, C*H*W] of one synthesis layer."""
+    return _features_of(G, feature_layer, G.sample_z(n, seed), truncation_psi, batch_size)
+
+
+@torch.no_grad()
+def _features_of(G: Generator, feature_layer: str, z: Tensor, truncation_psi: float,
+                 batch_size: int = FEATURE_BATCH) -> tuple[Tensor, Tensor]:
+    """W latents [n, w_dim] and the flattened activations [n, C*H*W] of one synthesis layer for z [n, z_dim]."""
     if feature_layer not in G.ws_index:
         raise ValueError(f"unknown feature layer {feature_layer!r}; allowed: {', '.join(G.style_layers)}")
-    z = G.sample_z(n, seed)
     ws_all, feats = [], []
     for chunk in z.split(batch_size):
         ws = G.mapping(chunk, truncation_psi=truncation_psi)              # [B, num_ws, w_dim]
@@ -93,10 +105,42 @@ def _layer_features(G: Generator, feature_layer: str, n: int, seed: int, truncat
     return torch.cat(ws_all), torch.cat(feats)
 
 
-def _compute(G: Generator, n_samples: int, k: int, seed: int, space: str, rows: tuple[int, ...],
-             feature_layer: str | None, truncation_psi: float) -> dict[str, Tensor]:
+@torch.no_grad()
+def _latents(G: Generator, space: str, z: Tensor, rows: tuple[int, ...], truncation_psi: float) -> Tensor:
+    """z [n, z_dim] in ``space`` ('z', 'w', or 's': the styles of the rows' layers), as ``sample_latents``."""
+    if space == "z":
+        return z.cpu()
+    names = style_layers_for_rows(G, rows)
+    out = []
+    for chunk in z.split(SAMPLE_BATCH):
+        w = G.mapping(chunk, truncation_psi=truncation_psi)[:, 0]          # [B, w_dim]
+        out.append(w.cpu() if space == "w" else
+                   torch.cat([G.synthesis.layer(name).affine(w) for name in names], dim=1).cpu())
+    return torch.cat(out)
+
+
+def block_samples(G: Generator, n_samples: int, seed: int, space: str, rows: tuple[int, ...],
+                  feature_layer: str | None, truncation_psi: float, start: int, stop: int) -> dict[str, Tensor]:
+    """Samples ``start .. stop`` of the ``n_samples`` latents :func:`fit` analyses.
+
+    ``{"samples": [stop - start, D]}`` in ``space``; for ``features`` the flattened layer
+    activations, with their W latents under ``"w"``. Concatenated in order, the blocks are what
+    :func:`from_samples` needs; blocks starting at multiples of ``SAMPLE_BATCH`` (``FEATURE_BATCH``
+    for features) are computed in the same batches as one pass.
+    """
+    if not 0 <= start < stop <= n_samples:
+        raise ValueError(f"need 0 <= start < stop <= n_samples = {n_samples}, got {start} .. {stop}")
+    z = G.sample_z(n_samples, seed)[start:stop]                          # [B, z_dim]
     if space == "features":
-        w, feats = _layer_features(G, feature_layer, n_samples, seed, truncation_psi)
+        w, feats = _features_of(G, feature_layer, z, truncation_psi)
+        return {"samples": feats, "w": w}
+    return {"samples": _latents(G, space, z, rows, truncation_psi)}
+
+
+def from_samples(samples: dict[str, Tensor], k: int, seed: int, space: str) -> dict[str, Tensor]:
+    """The tensors :func:`fit` caches, from all the samples (:func:`block_samples` of the whole range)."""
+    if space == "features":
+        w, feats = samples["w"], samples["samples"]
         axes, values, ratio, _ = pca(feats, k, seed)
         coords = (feats - feats.mean(0)) @ axes.T                          # [N, k] feature PCA coordinates
         wc = (w - w.mean(0)).double()                                      # [N, w_dim]
@@ -106,22 +150,21 @@ def _compute(G: Generator, n_samples: int, k: int, seed: int, space: str, rows: 
         stds = projection_stds(w, dirs)
         mean = w.mean(0)
     else:
-        samples = sample_latents(G, space, n_samples, seed, rows, truncation_psi)   # [N, D]
-        dirs, values, ratio, mean = pca(samples, k, seed)
+        dirs, values, ratio, mean = pca(samples["samples"], k, seed)
         stds = values.sqrt().clamp_min(1e-8)
     return {"directions": dirs, "values": values, "variance_ratio": ratio, "stds": stds, "mean": mean}
 
 
-def fit(G: Generator, n_samples: int = 10000, k: int = 10, seed: int = 0, space: str = "w",
-        layers: str | Iterable[int] | Iterable[str] | None = "all", feature_layer: str | None = None,
-        truncation_psi: float = 1.0, cache: bool = True) -> Components:
-    """PCA directions with everything an edit needs; see the module docstring for the spaces.
+def _compute(G: Generator, n_samples: int, k: int, seed: int, space: str, rows: tuple[int, ...],
+             feature_layer: str | None, truncation_psi: float) -> dict[str, Tensor]:
+    samples = block_samples(G, n_samples, seed, space, rows, feature_layer, truncation_psi, 0, n_samples)
+    return from_samples(samples, k, seed, space)
 
-    layers:        for ``s`` the rows whose style layers are concatenated; otherwise recorded as the
-                   rows an edit with these directions should apply to.
-    feature_layer: the style layer (``b16.conv1``, ...) whose output is analysed for ``features``.
-    cache:         read / write the on-disk cache (``INTERP_CACHE_DIR`` or ``~/.cache/interp``).
-    """
+
+def cache_entry(G: Generator, n_samples: int = 10000, k: int = 10, seed: int = 0, space: str = "w",
+                layers: str | Iterable[int] | Iterable[str] | None = "all", feature_layer: str | None = None,
+                truncation_psi: float = 1.0) -> tuple[str, dict[str, str], tuple[int, ...]]:
+    """(cache key, metadata, rows) of :func:`fit`'s entry for these arguments (checked as fit checks them)."""
     if space not in PCA_SPACES:
         raise ValueError(f"unknown GANSpace space {space!r}; allowed: {', '.join(PCA_SPACES)}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
@@ -148,10 +191,23 @@ def fit(G: Generator, n_samples: int = 10000, k: int = 10, seed: int = 0, space:
         raise ValueError(f"k must be an integer between 1 and {upper} (min of n_samples and the dimension), got {k!r}")
     params = {"version": CACHE_VERSION, "n_samples": n_samples, "k": k, "seed": seed, "space": space,
               "rows": list(rows), "feature_layer": feature_layer, "truncation_psi": float(truncation_psi)}
-    key = diskcache.make_key(diskcache.model_hash(G), params)
+    return diskcache.make_key(diskcache.model_hash(G), params), {"params": str(params)}, rows
+
+
+def fit(G: Generator, n_samples: int = 10000, k: int = 10, seed: int = 0, space: str = "w",
+        layers: str | Iterable[int] | Iterable[str] | None = "all", feature_layer: str | None = None,
+        truncation_psi: float = 1.0, cache: bool = True) -> Components:
+    """PCA directions with everything an edit needs; see the module docstring for the spaces.
+
+    layers:        for ``s`` the rows whose style layers are concatenated; otherwise recorded as the
+                   rows an edit with these directions should apply to.
+    feature_layer: the style layer (``b16.conv1``, ...) whose output is analysed for ``features``.
+    cache:         read / write the on-disk cache (``INTERP_CACHE_DIR`` or ``~/.cache/interp``).
+    """
+    key, metadata, rows = cache_entry(G, n_samples, k, seed, space, layers, feature_layer, truncation_psi)
     out = diskcache.cached(CACHE_NAMESPACE, key,
                            lambda: _compute(G, n_samples, k, seed, space, rows, feature_layer, truncation_psi),
-                           metadata={"params": str(params)}, enabled=cache)
+                           metadata=metadata, enabled=cache)
     return Components(out["directions"], out["values"], out["variance_ratio"], out["stds"], out["mean"],
                       "w" if space == "features" else space, rows)
 

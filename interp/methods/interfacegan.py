@@ -104,6 +104,8 @@ __all__ = [
     "load_boundaries",
     "parse_prompt_pairs",
     "save_boundaries",
+    "score_entry",
+    "score_latents",
     "score_samples",
     "train_boundaries",
     "train_boundary",
@@ -523,6 +525,17 @@ def _check_psi(psi: Any) -> float:
 
 
 @torch.no_grad()
+def score_latents(G: Generator, scorer: Scorer, z: Tensor, psi: float, batch: int, precision: str,
+                  progress: Progress | None = None, what: str = "samples") -> dict[str, Tensor]:
+    """The scorer's columns {column: [n]} for the latents z [n, z_dim], rendered ``batch`` at a time.
+
+    ``precision`` as resolved by :func:`score_entry` (``float32``, ``bfloat16``, ...). Blocks of
+    :func:`score_samples`' latents starting at multiples of ``batch`` give its numbers.
+    """
+    return _score_all(G, scorer, z, psi, batch, precision, progress, what)
+
+
+@torch.no_grad()
 def _score_all(G: Generator, scorer: Scorer, z: Tensor, psi: float, batch: int, precision: str,
                progress: Progress | None, what: str = "samples") -> dict[str, Tensor]:
     fast = _render_copy(G, precision) if scorer.needs_images else G
@@ -538,6 +551,23 @@ def _score_all(G: Generator, scorer: Scorer, z: Tensor, psi: float, batch: int, 
     return {col: torch.cat([p[col] for p in parts]) for col in parts[0]}
 
 
+def score_entry(G: Generator, scorer: Scorer, n: int, seed: int = 0, psi: float = 1.0,
+                precision: str = "auto") -> tuple[str, dict[str, str], str]:
+    """(cache key, metadata, resolved precision) of :func:`score_samples`' scores; the key is ``""`` for a
+    generator without ``content_hash`` (never cached)."""
+    if not isinstance(scorer, Scorer):
+        raise TypeError(f"scorer must follow the Scorer protocol (id, attributes, needs_images, __call__), "
+                        f"got {type(scorer).__name__}")
+    n = _positive_int(n, "n (number of samples)", 2)
+    psi = _check_psi(psi)
+    device = G.mapping.w_avg.device
+    precision = _resolve_precision(precision, device) if scorer.needs_images else "float32"
+    mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
+    params = {"v": CACHE_VERSION, "scorer": scorer.id, "n": n, "seed": int(seed), "psi": psi, "precision": precision}
+    key = diskcache.make_key(mh, params) if mh else ""
+    return key, {"scorer": scorer.id, "kinds": json.dumps(_columns(scorer))}, precision
+
+
 def score_samples(G: Generator, scorer: Scorer, n: int, seed: int = 0, space: str = "w", psi: float = 1.0,
                   rows: Iterable[int] | None = None, batch: int = 32, precision: str = "auto",
                   progress: Progress | None = None, cache: bool = True) -> Samples:
@@ -549,20 +579,15 @@ def score_samples(G: Generator, scorer: Scorer, n: int, seed: int = 0, space: st
     written to the disk cache (they depend on model, scorer, n, seed, psi and precision, not on
     the space).
     """
-    if not isinstance(scorer, Scorer):
-        raise TypeError(f"scorer must follow the Scorer protocol (id, attributes, needs_images, __call__), "
-                        f"got {type(scorer).__name__}")
+    key, metadata, precision = score_entry(G, scorer, n, seed, psi, precision)   # checks scorer, n, psi
     n = _positive_int(n, "n (number of samples)", 2)
     batch = _positive_int(batch, "batch")
     seed = int(seed)
     psi = _check_psi(psi)
     _check_space(space)
     rows = _rows(G, space, rows)
-    device = G.mapping.w_avg.device
-    precision = _resolve_precision(precision, device) if scorer.needs_images else "float32"
     mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
     kinds = _columns(scorer)
-    params = {"v": CACHE_VERSION, "scorer": scorer.id, "n": n, "seed": seed, "psi": psi, "precision": precision}
     t0 = time.perf_counter()
     computed = []
 
@@ -571,8 +596,8 @@ def score_samples(G: Generator, scorer: Scorer, n: int, seed: int = 0, space: st
         return _score_all(G, scorer, G.sample_z(n, seed), psi, batch, precision, progress)
 
     use_cache = cache and bool(mh)
-    scores = diskcache.cached(SCORE_CACHE, diskcache.make_key(mh, params) if use_cache else "0" * 32, compute,
-                              metadata={"scorer": scorer.id, "kinds": json.dumps(kinds)}, enabled=use_cache)
+    scores = diskcache.cached(SCORE_CACHE, key if use_cache else "0" * 32, compute, metadata=metadata,
+                              enabled=use_cache)
     if set(scores) != set(kinds):
         raise ValueError(f"scorer {scorer.id!r} gave columns {sorted(scores)}, expected {sorted(kinds)}")
     seconds = time.perf_counter() - t0 if computed else 0.0
