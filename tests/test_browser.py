@@ -357,12 +357,14 @@ def test_text_global_direction_optimize_and_apply(page, monkeypatch):
 
     # beta lower: more channels move (the count follows the slider); alpha higher: the preview changes
     _drag(page, panel.get_by_role("slider", name="Beta (disentanglement threshold)"), 0.2, 0.0, 1.0)
-    n2 = int(CHANNELS.search(_wait_changed(page, channels, _channels)).group(1))
+    _wait_changed(page, channels, _channels)
+    n2 = int(CHANNELS.search(_settled(page, _channels)).group(1))
     assert n2 > n1, (n1, n2)
     steps.shot("beta")
     after = _compare_srcs(page)[1]
     _drag(page, panel.get_by_role("slider", name="Alpha (strength)"), 6.0, -10.0, 10.0)
-    after = _wait_changed(page, after, lambda p: _compare_srcs(p)[1])
+    _wait_changed(page, after, lambda p: _compare_srcs(p)[1])
+    after = _settled(page, lambda p: _compare_srcs(p)[1])                   # the preview follows the drag
     alpha = float(panel.get_by_role("slider", name="Alpha (strength)").input_value())
     assert 4.0 < alpha < 8.0, alpha
     preview = _pixels_of(page, after)
