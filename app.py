@@ -9,7 +9,7 @@
 Flags: --host --port --share --device (auto|cpu|cuda|cuda:N|mps) --models (comma/semicolon
 separated local paths or hf://owner/repo/path/file.pkl[@revision]; also read from the
 INTERP_MODELS environment variable) --queue-size (pending requests before new ones are refused)
---no-preload (skip the background download of the registry entries marked "preload", which
+--max-file-size (largest upload, e.g. 20mb; larger ones are refused) --no-preload (skip the background download of the registry entries marked "preload", which
 otherwise starts at once; the page shows which of them are ready).
 
 The app starts offline even when no checkpoint exists; the model picker then says which
@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 from typing import Sequence
 
 import demos.common  # noqa: F401  (imports `spaces` before torch touches CUDA, on ZeroGPU)
@@ -39,6 +40,12 @@ from interp import devices
 from interp.zoo import REGISTRY_PATH, Zoo
 
 DEFAULT_QUEUE_SIZE = 32
+# Workers per event (the queue's default concurrency limit): one visitor's slow call of an endpoint (a model's
+# first download, a cold precomputation) holds one of them, the others keep serving that endpoint. The long
+# jobs share their own, smaller group: demos.common.LONG_WORK. README "Concurrency" explains the choice.
+FAST_CONCURRENCY = 4
+DEFAULT_MAX_FILE_SIZE = "20mb"   # the largest upload (images, recipes, direction files); larger ones are refused
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 # Gradio's cache of uploaded and returned files: every 15 minutes, files older than an hour are deleted
 # (an open page keeps working for an hour; a long-lived public Space does not fill its disk).
 DELETE_CACHE = (15 * 60, 60 * 60)
@@ -117,6 +124,21 @@ def _describe(zoo: Zoo, model_id: str | None) -> str:
     return public_text(f"**{entry.name}** ({res}`{entry.format}`, source `{entry.source}`)  \n{entry.description}")
 
 
+def parse_file_size(text: str) -> int:
+    """``"20mb"`` -> bytes: a whole number with an optional unit b, kb, mb or gb (powers of 1024, as Gradio)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", str(text).lower())
+    if not match or match.group(2) not in ("", *_SIZE_UNITS) or int(match.group(1)) < 1:
+        raise ValueError(f"a file size is a positive whole number with an optional unit b, kb, mb or gb "
+                         f"(e.g. 20mb), got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2) or "b"]
+
+
+def configure_queue(demo: gr.Blocks, queue_size: int = DEFAULT_QUEUE_SIZE) -> gr.Blocks:
+    """The queue of a public app: ``queue_size`` pending requests at most (more are refused with "Queue is full"),
+    FAST_CONCURRENCY workers per event, the long jobs in their own group (demos.common.LONG_WORK)."""
+    return demo.queue(max_size=queue_size, default_concurrency_limit=FAST_CONCURRENCY)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Interpretable GANs: a Gradio suite for StyleGAN2.")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)")
@@ -128,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "separated by commas or semicolons (added to INTERP_MODELS)")
     p.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
                    help=f"pending requests before new ones are refused (default {DEFAULT_QUEUE_SIZE})")
+    p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
+                   help=f"largest upload, e.g. 500kb, 20mb, 1gb; larger files are refused (default {DEFAULT_MAX_FILE_SIZE})")
     p.add_argument("--no-preload", action="store_true",
                    help="do not download the registry entries marked 'preload' from the Hub in the background")
     args = p.parse_args(argv)
@@ -135,6 +159,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--queue-size must be at least 1")
     if args.port is not None and not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
+    try:
+        args.max_file_size = parse_file_size(args.max_file_size)
+    except ValueError as exc:
+        p.error(f"--max-file-size: {exc}")
     return args
 
 
@@ -146,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.no_preload:
         zoo.start_preload()  # a daemon thread; the page shows which models are ready
     demo = build_demo(zoo, device)
-    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    configure_queue(demo, args.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                theme=gr.themes.Soft(), css=CSS)
+                max_file_size=args.max_file_size, theme=gr.themes.Soft(), css=CSS)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from demos.common import (AppContext, check_float, check_int, export_path, get_generator, gpu, int_slider,
-                          user_error)
+from demos.common import (LONG_WORK, AppContext, check_float, check_int, export_path, get_generator, gpu,
+                          int_slider, user_error)
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.directions import DirectionFileError
@@ -300,7 +300,7 @@ def build(ctx: AppContext) -> None:
     train_outputs = [bounds, status, table, attribute, hold]
 
     train_btn.click(h.train, [ctx.model, judge, pairs, space, samples, ratio], train_outputs,
-                    api_name="attributes_train", show_progress_on=status)
+                    api_name="attributes_train", show_progress_on=status, **LONG_WORK)
     strength.input(h.render, edit_inputs, [image, session], api_name="attributes_render", **render_kw)
     gr.on([attribute.change, hold.change], h.render_if_current, edit_inputs, [image, session], **private,
           **render_kw)
@@ -309,7 +309,7 @@ def build(ctx: AppContext) -> None:
     apply_btn.click(h.apply, [ctx.model, ctx.current, bounds, attribute, strength, hold],
                     [*ctx.shown, strength, image], api_name="attributes_apply", show_progress="hidden")
     verify_btn.click(h.verify, [ctx.model, bounds, judge, pairs, attribute, hold, verify_n], [verdict, plot],
-                     api_name="attributes_verify", show_progress_on=verdict)
+                     api_name="attributes_verify", show_progress_on=verdict, **LONG_WORK)
     ent_btn.click(h.entanglement, [ctx.model, bounds], ent_img, api_name="attributes_entanglement",
                   show_progress_on=ent_img)
     export_btn.click(h.export, [ctx.model, bounds], export_file, api_name="attributes_export",

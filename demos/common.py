@@ -37,6 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "AppContext",
+    "LONG_WORK",
     "int_slider",
     "ModelChoices",
     "check_float",
@@ -54,6 +55,15 @@ __all__ = [
 ]
 
 ZEROGPU = _spaces is not None
+
+# Concurrency (see README "Concurrency"). Every event has its own workers (app.FAST_CONCURRENCY of them, the queue's
+# default), so a visitor's slow call never holds up other visitors of *another* endpoint, nor of the same one
+# beyond its one worker. The long jobs (inversion, text optimization, attribute training and verification,
+# dissection, precomputing the text relevance) share one group of LONG_WORK_LIMIT workers: at most that many run
+# at once, whoever asked, and the rest of the CPU stays with the fast edits; a long job waits for its turn
+# (the page shows its place in the queue).
+LONG_WORK_LIMIT = 2
+LONG_WORK = dict(concurrency_id="long-work", concurrency_limit=LONG_WORK_LIMIT)
 
 
 def gpu(fn: F | None = None, *, duration: int | None = None) -> Any:

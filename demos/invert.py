@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import AppContext, check_int, export_path, get_generator, gpu, int_slider, user_error
+from demos.common import LONG_WORK, AppContext, check_int, export_path, get_generator, gpu, int_slider, user_error
 from demos.current import publish
 from interp import diskcache
 from interp.edit import Recipe
@@ -310,8 +310,9 @@ def build(ctx: AppContext) -> None:
     private = dict(api_visibility="private")
     run_event = run_btn.click(h.brush_to_mask, [brush, task], mask, **private).success(
         h.run, [ctx.model, upload, method, steps, task, degrade_first, mask, runs],
-        [live, compare, status, table, result, runs], api_name="invert", concurrency_limit=2)
+        [live, compare, status, table, result, runs], api_name="invert", **LONG_WORK)
     stop_btn.click(None, None, None, cancels=[run_event], **private)
+    method.change(lambda m: gr.Slider(interactive=METHODS.get(m, ("",))[0] != "encoder"), method, steps, **private)
     use_btn.click(h.use, [ctx.model, result], ctx.shown, api_name="invert_use")
     for trigger in (task.change, upload.change):
         trigger(h.show_brush, [ctx.model, upload, task], brush, **private)

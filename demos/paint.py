@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from demos.common import AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import LONG_WORK, AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.edit import Recipe, RenderSession, UnitEdit
@@ -633,7 +633,7 @@ def build(ctx: AppContext) -> None:
         h.apply, brush_inputs, [*ctx.shown, compare, note, memo], api_name="paint_apply", show_progress_on=note)
     dissect_btn.click(h.dissect, [ctx.model, samples, concept, memo],
                       [memo, status, plot, table_layer, table, concept], api_name="paint_dissect",
-                      show_progress_on=status)
+                      show_progress_on=status, **LONG_WORK)
     table_layer.input(h.unit_table, [ctx.model, table_layer, samples, memo], [table, memo],
                       api_name="paint_unit_table", show_progress_on=status)
     table.select(h.pick_unit, None, unit, **private, **quiet).success(

@@ -172,7 +172,7 @@ def _mask_from_editor(value: Any, resolution: int) -> torch.Tensor | None:
 def _score_plot(scores: list[float]):
     import pandas as pd
 
-    return pd.DataFrame({"step": list(range(1, len(scores) + 1)), "CLIP score": scores})
+    return pd.DataFrame({"step": list(range(len(scores))), "CLIP score": scores})   # step 0: the start
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -324,8 +324,9 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=1):
             target = gr.Textbox(examples[0][0], label="Target text", info="What the image should become.")
             neutral = gr.Textbox(examples[0][1], label="Neutral text",
-                                 info="The image without the change: 'a face' for 'a smiling face'; for hair colour "
-                                      "name the current one ('a face with dark hair').")
+                                 info="The image without the change: 'a face' for 'a smiling face'. A value of an "
+                                      "attribute ('blond hair') is compared with its other values unless you name "
+                                      "one here ('a face with dark hair').")
             gr.Examples(examples, [target, neutral], label="Examples")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method",
                               info="Global direction: one StyleSpace direction, real time (after a one-off "
@@ -383,7 +384,7 @@ def build(ctx: AppContext) -> None:
     live = dict(trigger_mode="always_last", show_progress="minimal", show_progress_on=channels)
 
     prepare_btn.click(h.prepare, [ctx.model, session], [prepare_md, session], api_name="text_prepare", **LONG_WORK)
-    gr.on([edit_btn.click, alpha.release, beta.release, target.submit, neutral.submit, scoring.input],
+    gr.on([edit_btn.click, alpha.input, beta.input, target.submit, neutral.submit, scoring.input],
           h.global_direction,
           global_inputs, [compare, channels, judges, session], api_name="text_global", **live)
     optimize_btn.click(h.optimize, [ctx.model, *texts, steps, l2, identity, paint, brush, ctx.current, session],

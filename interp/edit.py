@@ -722,19 +722,21 @@ class Recipe:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"latent.ws": self.latent.ws.contiguous()}
+        # Copies: edits often hold views of one tensor (the rows of a method's direction matrix, the same
+        # direction applied twice), and safetensors refuses to save tensors that share memory.
+        tensors = {"latent.ws": self.latent.ws.detach().clone()}
         if self.latent.styles is not None:
-            tensors["latent.styles"] = self.latent.styles.contiguous()
+            tensors["latent.styles"] = self.latent.styles.detach().clone()
         meta_edits = []
         for i, e in enumerate(self.edits):
             if isinstance(e, DirectionEdit):
-                tensors[f"edits.{i}.direction"] = e.direction.contiguous()
+                tensors[f"edits.{i}.direction"] = e.direction.detach().clone()
                 meta_edits.append({"type": "direction", "space": e.space, "layers": list(e.layers),
                                    "strength": e.strength, "std": e.std, "name": e.name, "method": e.method})
             else:
-                tensors[f"edits.{i}.value"] = e.value.contiguous()
+                tensors[f"edits.{i}.value"] = e.value.detach().clone()
                 if e.mask is not None:
-                    tensors[f"edits.{i}.mask"] = e.mask.contiguous()
+                    tensors[f"edits.{i}.mask"] = e.mask.detach().clone()
                 meta_edits.append({"type": "unit", "layer": e.layer, "units": list(e.units), "mode": e.mode,
                                    "name": e.name, "method": e.method})
         meta = {"format": RECIPE_FORMAT, "model_id": self.latent.model_id, "model_hash": self.latent.model_hash,

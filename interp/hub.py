@@ -23,10 +23,19 @@ Settings, read at call time (``huggingface_hub`` reads its own only once, at imp
 
 Before a download the endpoint is probed once with an HTTP HEAD request; the answer is
 reused for :data:`PROBE_TTL` seconds, so listing 20 Hub models costs one probe.
+
+Damaged files: ``download`` checks the content of the file it returns (cached or just
+downloaded) against the hash the Hub published, which the cache's layout records (the
+blob of a Git LFS file, every checkpoint, is named by its SHA-256), or against a
+``sha256`` the caller pins. A truncated or corrupted copy raises :class:`DamagedFile`
+(a :class:`HubUnavailable`) saying how to remove it; each file is hashed once per
+(size, modification time).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -37,12 +46,16 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "PROBE_TTL",
     "REPO_TYPES",
+    "DamagedFile",
     "HubUnavailable",
     "cache_dir",
     "cached_file",
+    "check_file",
     "download",
     "download_command",
     "endpoint",
+    "expected_digest",
+    "file_digest",
     "file_url",
     "how_to_provide",
     "is_offline",
@@ -69,6 +82,18 @@ class HubUnavailable(RuntimeError):
     def __init__(self, what: str, reason: str, how: str) -> None:
         self.what, self.reason, self.how = what, reason, how
         super().__init__(f"{what} is unavailable: {reason} {how}")
+
+
+class DamagedFile(HubUnavailable):
+    """A file whose content is not the published one (a truncated or interrupted download, a corrupted disk).
+
+    ``expected`` and ``actual`` are the hex digests (``algorithm``: ``"sha256"`` or ``"git-sha1"``).
+    """
+
+    def __init__(self, what: str, reason: str, how: str, algorithm: str = "sha256", expected: str = "",
+                 actual: str = "") -> None:
+        self.algorithm, self.expected, self.actual = algorithm, expected, actual
+        super().__init__(what, reason, how)
 
 
 # ------------------------------------------------------------------ settings
@@ -215,19 +240,90 @@ def cached_file(repo: str, filename: str, revision: str = "main", repo_type: str
     return Path(hit) if isinstance(hit, str) and Path(hit).exists() else None
 
 
+_DIGEST_NAMES = {"sha256": "SHA-256", "git-sha1": "Git blob id"}
+_BLOB_NAME = {"sha256": re.compile(r"[0-9a-f]{64}"), "git-sha1": re.compile(r"[0-9a-f]{40}")}
+_digests: dict[tuple[str, int, int, str], str] = {}
+_digest_lock = threading.Lock()   # one file hashed at a time (a first load of several large checkpoints)
+
+
+def expected_digest(path: str | Path) -> tuple[str, str] | None:
+    """``(algorithm, hex digest)`` the Hub published for a file of its cache, or None when the layout says nothing.
+
+    huggingface_hub keeps each file once, as ``blobs/<etag>``, and links ``snapshots/<commit>/<filename>``
+    to it. The etag of a Git LFS file (every checkpoint) is the SHA-256 of its content (``"sha256"``); that
+    of a small file kept in Git is its Git blob id, the SHA-1 of ``b"blob <size>\\0"`` + content
+    (``"git-sha1"``). A plain file (no link into ``blobs/``, e.g. a copy on a system without symlinks) has none.
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    if target.parent.name != "blobs":
+        return None
+    for algorithm, pattern in _BLOB_NAME.items():
+        if pattern.fullmatch(target.name):
+            return algorithm, target.name
+    return None
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's content (``"sha256"`` or ``"git-sha1"``), memoised per (size, mtime)."""
+    if algorithm not in _BLOB_NAME:
+        raise ValueError(f"digest algorithm {algorithm!r} is not one of {list(_BLOB_NAME)}")
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_size, stat.st_mtime_ns, algorithm)
+    with _digest_lock:
+        if key not in _digests:
+            h = hashlib.sha256() if algorithm == "sha256" else hashlib.sha1(b"blob %d\0" % stat.st_size)
+            with open(real, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            _digests[key] = h.hexdigest()
+        return _digests[key]
+
+
+def _repair_how(repo: str, filename: str, revision: str, repo_type: str) -> str:
+    uri = f"hf://{repo_type}s/{repo}/{filename}"
+    return (f"Remove the damaged copy (`hf cache rm {uri} --yes`) and use the model again: it downloads anew. "
+            + how_to_provide(repo, filename, revision, repo_type))
+
+
+def check_file(path: str | Path, what: str, repo: str, filename: str, revision: str = "main",
+               repo_type: str = "model", sha256: str | None = None) -> Path:
+    """``path`` when its content is the published one, else :class:`DamagedFile` (what, why, how to repair).
+
+    The expected digest is ``sha256`` when given (a registry pin), else the one the cache's layout records
+    (:func:`expected_digest`); a file with neither passes unchecked.
+    """
+    expected = ("sha256", sha256.lower()) if sha256 else expected_digest(path)
+    if expected is None:
+        return Path(path)
+    algorithm, digest = expected
+    actual = file_digest(path, algorithm)
+    if actual != digest:
+        source = "the registry's" if sha256 else "the published"
+        reason = (f"the copy of {filename} in the local Hugging Face cache is damaged (a truncated or interrupted "
+                  f"download?): its {_DIGEST_NAMES[algorithm]} starts with {actual[:12]}, {source} one with "
+                  f"{digest[:12]}.")
+        raise DamagedFile(what, reason, _repair_how(repo, filename, revision, repo_type), algorithm, digest, actual)
+    return Path(path)
+
+
 def download(repo: str, filename: str, revision: str = "main", repo_type: str = "model",
-             label: str | None = None) -> Path:
+             label: str | None = None, sha256: str | None = None) -> Path:
     """The local path of a Hub file: from the cache, else downloaded (blocking until done).
 
     Raises :class:`HubUnavailable` (``label`` names the file in its message, default
     ``repo/filename``) within about :func:`timeout` seconds when the Hub cannot be used:
     offline mode, an unreachable endpoint, a gated or missing repository, revision or
-    file, or a failed transfer.
+    file, or a failed transfer; :class:`DamagedFile` (a HubUnavailable) when the file's
+    content is not the published one (or not ``sha256``, when given): see :func:`check_file`.
     """
+    what = label or f"{repo}/{filename}"
     cached = cached_file(repo, filename, revision, repo_type)
     if cached is not None:
-        return cached
-    what = label or f"{repo}/{filename}"
+        return check_file(cached, what, repo, filename, revision, repo_type, sha256)
     how = how_to_provide(repo, filename, revision, repo_type)
     if is_offline():
         raise HubUnavailable(
@@ -261,4 +357,4 @@ def download(repo: str, filename: str, revision: str = "main", repo_type: str = 
         raise HubUnavailable(what, f"{repo} has no file {filename!r} at revision {revision!r}.", how) from None
     except OSError as exc:  # HTTP / connection errors, disk full, ...
         raise HubUnavailable(what, f"the download failed ({type(exc).__name__}: {exc}).", how) from None
-    return Path(path)
+    return check_file(path, what, repo, filename, revision, repo_type, sha256)

@@ -30,11 +30,17 @@ its last call (``edit_output`` is applied to every call).
 Layers skipped by a cache (e.g. the generator's incremental synthesis reusing
 activations) do not run, so their hooks do not fire; trace with ``cache=None``
 when every layer must be observed.
+
+Threads: a hook acts only on forward passes of the thread that installed it. The app
+shares one generator between its visitors' threads: a dissection reading (and stopping
+after) a layer in one thread must neither see nor stop another visitor's render that
+runs through the same module meanwhile.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
@@ -142,6 +148,9 @@ class Trace:
         edit_output:    ``fn(output, layer_name) -> new output`` (or ``fn(output)``); a
                         returned None keeps the output unchanged.
         stop:           end the forward pass right after this layer ran.
+
+    The hook acts only in the thread that created the Trace (forward passes of other
+    threads through the same module are neither read, edited nor stopped).
     """
 
     def __init__(
@@ -168,9 +177,12 @@ class Trace:
         self._edit = edit_output
         self._edit_arity = _edit_arity(edit_output) if edit_output is not None else 0
         self._stop = stop
+        self._owner = threading.get_ident()
         self._handle = self.module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if threading.get_ident() != self._owner:     # another thread's forward pass through a shared module
+            return None
         if self._retain_input:
             self.input = _copy(inputs[0] if len(inputs) == 1 else inputs, self._clone, self._detach)
         if self._edit is not None:

@@ -16,6 +16,11 @@ Each becomes an entry whose id is derived from the file name.
     G = load_generator("/data/network-snapshot.pkl")      # a local file
     G = load_generator("hf://hysts/StyleGAN2/models/stylegan2-ffhq-256x256.pkl")
 
+An entry may pin its file's content with ``"sha256"`` (64 hex digits): a file that does not match
+is refused with a clear :class:`ModelUnavailable`. Hub files are checked anyway against the hash
+the Hub published (recorded by the cache), so a truncated or corrupted download is refused, not
+half-loaded.
+
 Hub files are fetched by :mod:`interp.hub` into the usual Hub cache: ``HF_HUB_OFFLINE=1``
 means only the local cache is used, and an unreachable Hub fails within about
 ``INTERP_HUB_TIMEOUT`` seconds (default 2) instead of the library's ~23 s, with a
@@ -153,12 +158,15 @@ class ModelEntry:
     how_to_make: str = ""            # local files: how to create a missing one (said in its error)
     user: bool = False               # added with --models / INTERP_MODELS
     preload: bool = False            # Hub entries: download in the background at app start
+    sha256: str | None = None        # the file's content hash (64 lowercase hex digits), checked before loading
 
     def __post_init__(self) -> None:
         if not _ID_RE.fullmatch(self.id):
             raise ValueError(f"model id {self.id!r} must be lowercase letters, digits, '-', '_' or '.'")
         if self.format not in FORMATS:
             raise ValueError(f"model {self.id!r}: format {self.format!r} is not one of {list(FORMATS)}")
+        if self.sha256 is not None and not (isinstance(self.sha256, str) and _SHA256_RE.fullmatch(self.sha256)):
+            raise ValueError(f"model {self.id!r}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
     @property
     def is_hub(self) -> bool:
@@ -167,7 +175,7 @@ class ModelEntry:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelEntry":
         allowed = {"id", "name", "source", "format", "resolution", "defaults", "description", "how_to_make",
-                   "preload"}
+                   "preload", "sha256"}
         unknown = set(d) - allowed
         if unknown:
             raise ValueError(f"zoo entry {d.get('id')!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -201,6 +209,7 @@ class ModelEntry:
             description=d.get("description", ""),
             how_to_make=d.get("how_to_make", ""),
             preload=preload,
+            sha256=d.get("sha256"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +229,7 @@ class ModelEntry:
             "description": self.description,
             **({"how_to_make": self.how_to_make} if self.how_to_make else {}),
             **({"preload": True} if self.preload else {}),
+            **({"sha256": self.sha256} if self.sha256 else {}),
         }
 
 
@@ -246,6 +256,7 @@ class UnknownModelError(ValueError):
 
 
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 # ------------------------------------------------------------------ spec parsing
@@ -484,11 +495,16 @@ class Zoo:
             if not path.is_file():
                 raise ModelUnavailable(label, f"the file {path} does not exist.",
                                        _how_to_provide_local(path, entry.how_to_make))
+            if entry.sha256 and hub.file_digest(path) != entry.sha256:
+                raise ModelUnavailable(label, f"the content of {path.name} is not the one the registry names (its "
+                                              f"SHA-256 starts with {hub.file_digest(path)[:12]}, the registry's "
+                                              f"with {entry.sha256[:12]}): the file is damaged or another one.",
+                                       _how_to_provide_local(path, entry.how_to_make))
             return path
         src = entry.source
         try:
-            return hub.download(src.repo, src.filename, src.revision, src.repo_type, label=label)
-        except hub.HubUnavailable as exc:
+            return hub.download(src.repo, src.filename, src.revision, src.repo_type, label=label, sha256=entry.sha256)
+        except hub.HubUnavailable as exc:       # also hub.DamagedFile: a truncated or corrupted copy in the cache
             raise ModelUnavailable(label, exc.reason, exc.how) from None
 
     # ---- background downloads

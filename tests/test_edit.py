@@ -153,6 +153,18 @@ def test_stacked_edits_survive_a_recipe_round_trip(tiny_generator, tmp_path):
     assert recipe.cleared().edits == ()
 
 
+def test_a_recipe_whose_edits_share_one_direction_matrix_saves(tiny_generator, tmp_path):
+    """Rows of one method's direction matrix, and the same direction twice (found by bench/bench_sessions.py)."""
+    G = tiny_generator
+    directions = torch.randn(3, G.w_dim)
+    rows = tuple(range(G.num_ws))
+    edits = [DirectionEdit(directions[i], "w", rows, s, 1.0, f"#{i}", "sefa") for i, s in ((0, 1.0), (2, -1.0), (0, 2.0))]
+    recipe = Recipe(Latent.from_seed(G, "tiny32", 3, 0.7, index=1, n=2)).push(*edits)
+    back = Recipe.load(recipe.save(tmp_path / "shared.safetensors"), expected_hash=diskcache.model_hash(G))
+    assert back.summary() == recipe.summary()
+    assert all(torch.equal(a.direction, b.direction) for a, b in zip(back.edits, recipe.edits))
+
+
 def test_recipes_of_other_models_and_damaged_files_are_refused(tiny_generator, tmp_path):
     G = tiny_generator
     recipe = Recipe(Latent.from_seed(G, "tiny32", 3, 0.7), tuple(_stack(G)[:1]))

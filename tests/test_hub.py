@@ -1,7 +1,9 @@
-"""interp.hub: settings, the cached probe, downloads with clear reasons; the picker when the Hub is unreachable."""
+"""interp.hub: settings, the cached probe, downloads with clear reasons; the picker when the Hub is unreachable;
+damaged and truncated files in the cache (a clear error, the app keeps serving the other models)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -183,3 +185,133 @@ def test_picker_offers_hub_models_when_the_hub_answers(hub_env, monkeypatch):
     picked = model_choices(zoo)
     offered = dict((i, label) for label, i in picked.choices)
     assert all(offered[e.id].endswith(" - downloads on first use") for e in zoo.list_models() if e.is_hub)
+
+
+# ------------------------------------------------- damaged files in the cache
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def put_blob(cache, repo: str, filename: str, content: bytes, published: bytes | None = None,
+             git: bool = False):
+    """A file as huggingface_hub stores it: snapshots/<commit>/<filename> -> ../../blobs/<etag>.
+
+    The etag is the SHA-256 of the ``published`` content (Git LFS files), or its Git blob id with ``git``;
+    the blob holds ``content`` (a damaged copy when it differs).
+    """
+    import hashlib
+
+    published = content if published is None else published
+    etag = (hashlib.sha1(b"blob %d\0" % len(published) + published) if git else hashlib.sha256(published)).hexdigest()
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    (root / "blobs").mkdir(exist_ok=True)
+    (root / "blobs" / etag).write_bytes(content)
+    link = root / "snapshots" / COMMIT / filename
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(Path("../" * (filename.count("/") + 2)) / "blobs" / etag)
+    return link
+
+
+def test_cached_files_are_checked_against_the_published_hash(hub_env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    payload = bytes(range(256)) * 64
+    good = put_blob(hub_env, REPO, FILE, payload)
+    assert hub.expected_digest(good)[0] == "sha256"
+    assert hub.download(REPO, FILE) == good
+    put_blob(hub_env, REPO, FILE, payload[:5000], published=payload)          # a truncated download
+    with pytest.raises(hub.DamagedFile) as err:
+        hub.download(REPO, FILE, label="FFHQ 256")
+    exc = err.value
+    assert isinstance(exc, hub.HubUnavailable) and exc.algorithm == "sha256"
+    assert str(exc).startswith("FFHQ 256 is unavailable: the copy of models/stylegan2-ffhq-256x256.pkl in the "
+                               "local Hugging Face cache is damaged")
+    assert exc.actual[:12] in exc.reason and exc.expected[:12] in exc.reason
+    assert f"`hf cache rm hf://models/{REPO}/{FILE} --yes`" in exc.how and "--models" in exc.how
+    assert str(hub_env) not in str(exc)                                       # no server path
+    # a small file kept in Git (its etag is the Git blob id), intact and then corrupted
+    put_blob(hub_env, REPO, "config.json", b'{"a": 1}', git=True)
+    assert hub.expected_digest(hub.download(REPO, "config.json"))[0] == "git-sha1"
+    put_blob(hub_env, REPO, "config.json", b'{"a": 2}', published=b'{"a": 1}', git=True)
+    with pytest.raises(hub.DamagedFile, match="Git blob id"):
+        hub.download(REPO, "config.json")
+
+
+def test_a_pinned_hash_is_checked_and_a_plain_file_is_not(hub_file, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = hub_file(REPO, FILE, b"weights")                      # a plain file: the cache records no hash
+    assert hub.expected_digest(path) is None and hub.download(REPO, FILE) == path
+    assert hub.download(REPO, FILE, sha256=hashlib.sha256(b"weights").hexdigest()) == path
+    with pytest.raises(hub.DamagedFile, match="the registry's one with 0000000000"):
+        hub.download(REPO, FILE, sha256="0" * 64)
+
+
+def test_a_fresh_download_is_checked(hub_env, monkeypatch):
+    import huggingface_hub
+
+    payload = b"\x80\x02" + bytes(4000)
+    damaged = put_blob(hub_env, REPO, FILE, payload[:100], published=payload)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda: None)
+    monkeypatch.setattr(hub, "cached_file", lambda *a: None)                 # as if nothing were cached yet
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(damaged))
+    with pytest.raises(hub.DamagedFile, match="is damaged"):
+        hub.download(REPO, FILE)
+
+
+def _nvidia_pickle(seed: int) -> bytes:
+    """A tiny random StyleGAN2 as an NVIDIA network pickle (each seed another file, another blob)."""
+    import io
+
+    import torch
+    from conftest import TINY_CONFIG
+
+    from interp.models.stylegan2 import Generator, GeneratorConfig
+    from interp.models.unpickle import dump_nvidia_layout, generator_to_nvidia_layout
+
+    torch.manual_seed(seed)
+    buf = io.BytesIO()
+    dump_nvidia_layout(dict(G_ema=generator_to_nvidia_layout(Generator(GeneratorConfig(**TINY_CONFIG)))), buf)
+    return buf.getvalue()
+
+
+def test_damaged_and_truncated_checkpoints_in_the_app(hub_env, hub_file, monkeypatch, tmp_path):
+    """A damaged copy (hash mismatch) and a truncated one (no hash known): a clear sentence, no traceback, no
+    server path; the app keeps serving the other models, and an intact copy loads."""
+    from conftest import serve_demo
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    import app
+    from demos.common import model_choices
+    from interp.zoo import Zoo
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "interp-cache"))
+    pkl, other = _nvidia_pickle(0), _nvidia_pickle(1)
+    put_blob(hub_env, "DragGan/DragGan-Models", "stylegan2-ffhq-512x512.pkl", pkl[: len(pkl) // 2], published=pkl)
+    hub_file("DragGan/DragGan-Models", "stylegan2-lhq-256x256.pkl", pkl[: len(pkl) // 2])
+    put_blob(hub_env, "DragGan/DragGan-Models", "stylegan2-afhqcat-512x512.pkl", other)
+    zoo = Zoo.from_file()
+    offered = {i for _, i in model_choices(zoo).choices}
+    assert {"faces64", "ffhq512", "lhq256", "afhqcat512"} <= offered          # cached: offered, checked on use
+    with serve_demo(app.build_demo(zoo, "cpu")) as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        for model_id, says in (("ffhq512", "stylegan2-ffhq-512x512.pkl in the local Hugging Face cache is damaged"),
+                               ("lhq256", "the pickle is truncated or corrupted")):
+            with pytest.raises(AppError) as err:
+                client.predict(model_id, 1, 0.7, 1, api_name="/generate")
+            message = str(err.value)
+            assert says in message and model_id in message
+            assert "Traceback" not in message and str(hub_env) not in message and str(tmp_path) not in message
+            assert not any(part.startswith("/") and part.count("/") > 1 and not part.startswith("/path/to/")
+                           for part in message.replace("`", " ").split()), message
+        assert "seed 1" in client.predict("faces64", 1, 0.7, 1, api_name="/generate")[2]
+        assert "seed 2" in client.predict("afhqcat512", 2, 0.7, 1, api_name="/generate")[2]
+        with pytest.raises(AppError, match="is damaged"):                     # still refused, still serving
+            client.predict("ffhq512", 1, 0.7, 1, api_name="/generate")

@@ -142,6 +142,27 @@ def test_stop_forward_propagates_outside_context(net, x):
     assert hook_count(net) == 0
 
 
+def test_hooks_act_only_in_their_own_thread(net, x):
+    """The app shares one generator between visitors' threads: a trace must not touch another thread's pass."""
+    import threading
+
+    expected = net(x)
+    seen = {}
+
+    def other_visitor():
+        seen["out"] = net(x)                               # neither stopped, edited nor recorded
+
+    with Trace(net, "synthesis.b4", stop=True, edit_output=lambda o: o * 0) as t:
+        thread = threading.Thread(target=other_visitor)
+        thread.start()
+        thread.join()
+        assert t.output is None
+        net(x)
+    assert torch.equal(seen["out"], expected)
+    assert t.output is not None and not t.output.any()     # its own thread's pass: edited and stopped
+    assert hook_count(net) == 0
+
+
 def test_unknown_layer_names_close_matches(net):
     with pytest.raises(LayerNotFoundError, match=r"synthesis\.b8\.conv0"):
         get_module(net, "synthesis.b8.conv")

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from interp.models.stylegan2 import Generator, GeneratorConfig, SynthesisCache
+from interp.models.stylegan2 import (Generator, GeneratorConfig, SynthesisCache, layer_flops, setup_filter,
+                                     upfirdn2d, upsample2d)
 
 TINY = GeneratorConfig(z_dim=16, w_dim=24, img_resolution=32, mapping_layers=2, channel_base=256, channel_max=32,
                        conv_clamp=256)
@@ -183,3 +184,137 @@ def test_content_hash_tracks_weights():
 def test_sample_z_is_seeded(G):
     assert torch.equal(G.sample_z(3, seed=5), G.sample_z(3, seed=5))
     assert not torch.equal(G.sample_z(3, seed=5), G.sample_z(3, seed=6))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The fast paths compute what the reference formulation computes
+
+
+def test_batch_of_one_equals_batch(G):
+    """Batch 1 modulates the weights (fused), a batch modulates the input (shared conv): same images."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(3, 16))
+        batch = G.synthesis(ws)
+        for i in range(3):
+            assert torch.allclose(G.synthesis(ws[i:i + 1]), batch[i:i + 1], atol=1e-5)
+
+
+def test_synthesis_returns_contiguous_nchw(G):
+    with torch.no_grad():
+        for n in (1, 2):
+            img = G.synthesis(G.mapping(torch.randn(n, 16)))
+            assert img.is_contiguous() and img.shape == (n, 3, 32, 32)
+
+
+def test_autograd_path_equals_inference_path(G):
+    """With gradients the layers avoid in-place updates; the image is the same and backward runs."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, 16))
+        expected = G.synthesis(ws)
+    for n in (1, 2):
+        w = ws[:n].clone().requires_grad_(True)
+        img = G.synthesis(w)
+        assert torch.allclose(img, expected[:n], atol=1e-5)
+        img.square().mean().backward()
+        assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+def test_training_gradients_reach_every_parameter():
+    torch.manual_seed(3)
+    g = Generator(TINY).train()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.3)
+    g(torch.randn(2, 16), noise_mode="random").mean().backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None and not n.endswith("w_avg")]
+    assert not missing
+
+
+@pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 2, 5, 3]])
+def test_upsample2d_equals_upfirdn2d(taps):
+    torch.manual_seed(0)
+    f = setup_filter(taps)
+    x = torch.randn(2, 3, 5, 7)
+    expected = upfirdn2d(x, f, up=2, pad=(2, 1, 2, 1), gain=4)
+    assert torch.allclose(upsample2d(x, f), expected, atol=1e-6)
+    assert torch.allclose(upsample2d(x.contiguous(memory_format=torch.channels_last), f), expected, atol=1e-6)
+
+
+def test_weight_changes_are_seen_after_a_call(G):
+    """The per-layer memo of the weight energy follows in-place weight updates and load_state_dict."""
+    with torch.no_grad():
+        other = Generator(TINY).eval()
+        other.load_state_dict(G.state_dict())
+        ws = G.mapping(torch.randn(1, 16))
+        assert torch.equal(other.synthesis(ws), G.synthesis(ws))
+        other.synthesis.b16.conv1.weight.mul_(3.0)
+        other.synthesis.b8.conv0.weight[0].zero_()
+        fresh = Generator(TINY).eval()
+        fresh.load_state_dict(other.state_dict())
+        assert torch.allclose(other.synthesis(ws), fresh.synthesis(ws), atol=1e-6)
+        other.load_state_dict(G.state_dict())
+        assert torch.allclose(other.synthesis(ws), G.synthesis(ws), atol=1e-6)
+
+
+def test_channels_last_and_bfloat16_copies(G):
+    """A channels-last parameter copy (as interfacegan's fast renderer makes) computes the same image; a
+    bfloat16 copy is close."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, 16))
+        expected = G.synthesis(ws)
+        cl = Generator(TINY).eval()
+        cl.load_state_dict(G.state_dict())
+        cl = cl.to(memory_format=torch.channels_last)
+        assert torch.allclose(cl.synthesis(ws), expected, atol=1e-5)
+        assert torch.allclose(cl.synthesis(ws[:1]), expected[:1], atol=1e-5)
+        bf = cl.to(torch.bfloat16)
+        styles = {k: v.to(torch.bfloat16) for k, v in G.styles(ws).items()}
+        img = bf.synthesis_from_styles(styles).float()
+        assert (img - expected).abs().max() < 0.1 * expected.abs().max()
+
+
+def test_layer_flops_follow_the_config():
+    cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=16, mapping_layers=1, channels={4: 8, 8: 4, 16: 2})
+    flops = layer_flops(cfg)
+    assert list(flops) == Generator(cfg).style_layers                         # execution order
+    # b16.conv1: 2 * 9 * 2 * 2 * 16^2 conv + 4 * 2 * 2 * 9 weight (de)modulation + 3 * 2 * 16^2 bias/noise/lrelu
+    assert flops["b16.conv1"] == 2 * 9 * 2 * 2 * 256 + 4 * 2 * 2 * 9 + 3 * 2 * 256
+    # b16.conv0: transposed conv on the 8x8 grid + 4x4 FIR on 16x16 + modulation + epilogue
+    assert flops["b16.conv0"] == 2 * 9 * 4 * 2 * 64 + 2 * 16 * 2 * 256 + 4 * 2 * 4 * 9 + 3 * 2 * 256
+    # b4.conv1: 8x8x9 weights > 8x4x4 inputs + 8x4x4 outputs: the activations are modulated
+    assert flops["b4.conv1"] == 2 * 9 * 8 * 8 * 16 + 2 * 8 * 8 * 9 + 2 * (8 * 16 + 8 * 16) + 3 * 8 * 16
+    # b16.torgb: 1x1 conv + bias, skip up-sampling of the 8x8 image, modulation
+    assert flops["b16.torgb"] == (2 * 2 + 1) * 3 * 256 + 2 * 16 * 3 * 64 + 3 * 256 + 2 * 2 * 3
+    assert flops["b4.torgb"] == (2 * 8 + 1) * 3 * 16 + 2 * 8 * 3
+
+
+def test_cache_reuses_styles_of_unchanged_rows_but_not_hooked_ones(G):
+    """A late edit computes the affine only of the changed rows; a hook on an affine still applies."""
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, 16))
+        cache = SynthesisCache()
+        calls = []
+        for name in G.style_layers:
+            affine = G.synthesis.layer(name).affine
+            affine.forward = (lambda f, n: lambda x: (calls.append(n), f(x))[1])(affine.forward, name)
+        try:
+            G.synthesis(ws, cache=cache)
+            G.synthesis(ws, cache=cache)                        # the second call stores the styles
+            calls.clear()
+            edited = ws.clone()
+            edited[:, 6:] += 0.5
+            incremental = G.synthesis(edited, cache=cache)
+            assert sorted(calls) == sorted(n for n, i in G.ws_index.items() if i >= 6)
+            assert torch.allclose(incremental, G.synthesis(edited), atol=1e-6)
+        finally:
+            for name in G.style_layers:
+                del G.synthesis.layer(name).affine.forward
+        handle = G.synthesis.b8.conv0.affine.register_forward_hook(lambda m, i, o: o + 1.0)
+        try:
+            hooked = G.synthesis(edited, cache=cache)
+            assert torch.allclose(hooked, G.synthesis(edited), atol=1e-6)
+        finally:
+            handle.remove()
+        assert not torch.allclose(hooked, G.synthesis(edited))
+        assert torch.allclose(G.synthesis(edited, cache=cache), G.synthesis(edited), atol=1e-6)

@@ -263,6 +263,27 @@ def test_load_generator_from_a_real_checkpoint(tiny_checkpoint, tiny_generator):
     assert zoo.load_generator(tiny_checkpoint) is G
 
 
+def test_registry_sha256_pins_the_file(tiny_checkpoint, tmp_path):
+    import hashlib
+    from dataclasses import replace
+
+    digest = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    entry = ModelEntry.from_dict({"id": "tiny", "source": {"path": str(tiny_checkpoint)}, "format": "safetensors",
+                                  "sha256": digest})
+    assert entry.sha256 == digest and entry.to_dict()["sha256"] == digest
+    assert "sha256" not in replace(entry, sha256=None).to_dict()
+    zoo = Zoo([entry, replace(entry, id="pinned-elsewhere", sha256="0" * 64)])
+    assert zoo.load_generator("tiny").img_resolution == 32
+    with pytest.raises(ModelUnavailable) as err:
+        zoo.load_generator("pinned-elsewhere")
+    message = str(err.value)
+    assert "'pinned-elsewhere'" in message and "is not the one the registry names" in message
+    assert f"starts with {digest[:12]}, the registry's with 000000000000" in message
+    for bad in ("abc", "0" * 63, "g" * 64, digest.upper(), 12):
+        with pytest.raises(ValueError, match="sha256 must be 64 lowercase hex digits"):
+            ModelEntry.from_dict({"id": "x", "source": {"path": "x.pkl"}, "format": "nvidia-pkl", "sha256": bad})
+
+
 # ------------------------------------------------------------------ preload
 
 

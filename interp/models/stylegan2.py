@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def setup_filter(taps: list[float]) -> Tensor:
 
 def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
               gain: float = 1.0) -> Tensor:
-    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D FIR filter `f`."""
+    """Upsample by zero insertion, pad (x0, x1, y0, y1), convolve with the 2D FIR filter `f` (reference)."""
     n, c, h, w = x.shape
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -116,10 +116,34 @@ def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, pad: tuple[int, int, int, int] 
     return F.conv2d(x, k, groups=c)
 
 
-def fir_filter(x: Tensor, f: Tensor, padding: int, gain: float) -> Tensor:
-    """Depthwise convolution with the 2D FIR filter `f` and equal zero padding on every side."""
+def upsample2d(x: Tensor, f: Tensor, gain: float = 4.0) -> Tensor:
+    """2x up-sampling with the [4, 4] FIR filter `f`: `upfirdn2d(x, f, up=2, pad=(2, 1, 2, 1), gain=4)`.
+
+    A depthwise transposed convolution (stride 2) does the zero insertion and the filter in one op,
+    without the 4x larger zero-stuffed tensor; it scatters, so `f` is applied unflipped (true convolution).
+    """
+    c = x.shape[1]
+    k = (f * gain).to(x.dtype)[None, None].expand(c, -1, -1, -1)         # [C, 1, 4, 4]
+    return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)      # [N, C, 2H, 2W]
+
+
+def fir_filter(x: Tensor, f: Tensor, padding: int, gain: float, bias: Tensor | None = None) -> Tensor:
+    """Depthwise convolution with the 2D FIR filter `f` and equal zero padding on every side (+ bias)."""
     k = (f * gain).flip([0, 1]).to(x.dtype)[None, None]                  # [1, 1, kh, kw]
-    return F.conv2d(x, k.expand(x.shape[1], -1, -1, -1), padding=padding, groups=x.shape[1])
+    return F.conv2d(x, k.expand(x.shape[1], -1, -1, -1), bias, padding=padding, groups=x.shape[1])
+
+
+def fast_layout(x: Tensor) -> Tensor:
+    """Activations in channels-last order on CPU and CUDA: oneDNN and cuDNN convolve, filter and transpose-
+    convolve NHWC without reordering; on CPU this halves the time of the high-resolution layers."""
+    if x.device.type in ("cpu", "cuda"):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _tracks_grad(*tensors: Tensor) -> bool:
+    """Whether autograd records ops on these tensors (then no in-place updates of saved results)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def bias_act(x: Tensor, b: Tensor | None, lrelu: bool, gain: float, clamp: float | None) -> Tensor:
@@ -156,10 +180,10 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias.to(x.dtype) * self.bias_gain
-        if not self.lrelu:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
+        if not self.lrelu:                                                # the weight gain rides in the GEMM
+            return torch.addmm(b.unsqueeze(0), x, self.weight.to(x.dtype).t(), alpha=self.weight_gain)
+        w = self.weight.to(x.dtype) * self.weight_gain
         return bias_act(x.matmul(w.t()), b, lrelu=True, gain=SQRT2, clamp=None)
 
 
@@ -206,26 +230,78 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self._energy: tuple[tuple, Tensor] | None = None  # (weight identity and version, sum of w^2 over taps)
+        self.set_weight_layout()
+        self.register_load_state_dict_post_hook(_set_weight_layout_after_load)
+
+    def set_weight_layout(self) -> None:
+        """Store the weight [O, I, 3, 3] in the memory order its convolution reads: channels-last for conv1,
+        channels-last of the transposed [I, O, 3, 3] for the up-sampling conv0. Then neither the weight
+        nor its modulated copy needs a reorder per call. (Shape, values and state-dict names stay NVIDIA's;
+        called again after `load_state_dict`, which may assign tensors of another layout.)"""
+        with torch.no_grad():
+            w = self.weight.data
+            if self.up == 1:
+                self.weight.data = w.contiguous(memory_format=torch.channels_last)
+            else:
+                self.weight.data = w.transpose(0, 1).contiguous(memory_format=torch.channels_last).transpose(0, 1)
 
     def forward(self, x: Tensor, styles: Tensor, noise_mode: str) -> Tensor:
+        x = fast_layout(x)
         w = self.weight.to(x.dtype)
         styles = styles.to(x.dtype)
-        # Modulate the input instead of the weight, then demodulate the output (one shared conv for the batch).
-        dcoefs = (styles.square() @ w.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()   # [N, O]
-        x = x * styles[:, :, None, None]
-        if self.up == 1:
-            x = F.conv2d(x, w, padding=1)
+        grad = _tracks_grad(x, styles, w, self.bias, self.noise_strength)
+        # Demodulation and the activation gain sqrt(2) in one scale per sample and output channel:
+        # lrelu(x) * g == lrelu(x * g) for g > 0, so the gain also scales the noise and the bias.
+        scale = (styles.square() @ self._weight_energy(w).t() + 1e-8).rsqrt() * SQRT2       # [N, O]
+        bias = self.bias.to(x.dtype) * SQRT2
+        if x.shape[0] == 1 and w.numel() <= x[0].numel() + self.out_channels * self.resolution**2:
+            # One sample, activations larger than the weight: modulate and demodulate the weight itself
+            # (NVIDIA's fused modconv); no pass over the activations for the styles or the scale, and the
+            # bias rides in the convolution.
+            x = self._conv(x, w, scale.reshape(-1, 1, 1, 1) * styles.reshape(1, -1, 1, 1), bias)
         else:
-            # Transposed strided conv, then the FIR low-pass (NVIDIA conv2d_resample, up=2, padding=1).
-            x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)               # [N, O, 2H+1, 2W+1]
-            x = fir_filter(x, self.resample_filter, padding=1, gain=4)           # [N, O, 2H, 2W]
-        x = x * dcoefs[:, :, None, None]
+            # A batch, or a low resolution (a 512x512x3x3 weight against 4x4 ... 32x32 pixels): one shared
+            # convolution of the modulated input with the stored weight, then the per-sample scale and the
+            # bias. (On CPU this beats a grouped convolution of per-sample weights at every size we measured.)
+            x = self._conv(x * styles[:, :, None, None], w, None, None)
+            s, b = scale[:, :, None, None], bias[:, None, None]
+            x = torch.addcmul(b, x, s) if grad else x.mul_(s).add_(b)
         if noise_mode == "const":
-            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
+            noise = (self.noise_const * (self.noise_strength * SQRT2)).to(x.dtype)          # [H, W]
+            x = x + noise if grad else x.add_(noise)
         elif noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_strength.to(x.dtype)
-        return bias_act(x, self.bias, lrelu=True, gain=SQRT2, clamp=self.conv_clamp)
+            noise = noise * (self.noise_strength * SQRT2).to(x.dtype)                       # [N, 1, H, W]
+            x = x + noise if grad else x.add_(noise)
+        x = F.leaky_relu(x, 0.2) if grad else F.leaky_relu_(x, 0.2)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp) if grad else x.clamp_(-self.conv_clamp, self.conv_clamp)
+        return x
+
+    def _weight_energy(self, w: Tensor) -> Tensor:
+        """Sum of w^2 over the kernel taps [O, I]; kept while the weight is unchanged (no autograd)."""
+        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+            return w.square().sum(dim=[2, 3])
+        key = (self.weight.data_ptr(), self.weight._version, w.dtype, w.device)
+        cached = self._energy
+        if cached is None or cached[0] != key:
+            cached = self._energy = (key, w.square().sum(dim=[2, 3]))
+        return cached[1]
+
+    def _conv(self, x: Tensor, w: Tensor, mod: Tensor | None, bias: Tensor | None) -> Tensor:
+        """3x3 convolution (conv0: 2x up-sampling) with the weight `w` times `mod` [O, I, 1, 1] if given
+        (the product keeps the weight's memory layout, see `set_weight_layout`)."""
+        if self.up == 1:
+            return F.conv2d(x, w if mod is None else w * mod, bias, padding=1)
+        # Transposed strided conv, then the FIR low-pass (NVIDIA conv2d_resample, up=2, padding=1).
+        wt = w.transpose(0, 1) if mod is None else w.transpose(0, 1) * mod.transpose(0, 1)   # [I, O, 3, 3]
+        x = F.conv_transpose2d(x, wt, stride=2)                                  # [N, O, 2H+1, 2W+1]
+        return fir_filter(x, self.resample_filter, padding=1, gain=4, bias=bias)  # [N, O, 2H, 2W]
+
+
+def _set_weight_layout_after_load(module: SynthesisLayer, incompatible_keys: Any) -> None:
+    module.set_weight_layout()
 
 
 class ToRGBLayer(nn.Module):
@@ -240,9 +316,16 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: Tensor, styles: Tensor) -> Tensor:
+        x = fast_layout(x)
         styles = styles.to(x.dtype) * self.weight_gain
-        x = F.conv2d(x * styles[:, :, None, None], self.weight.to(x.dtype))
-        return bias_act(x, self.bias, lrelu=False, gain=1.0, clamp=self.conv_clamp)
+        w, b = self.weight.to(x.dtype), self.bias.to(x.dtype)
+        if x.shape[0] == 1:
+            x = F.conv2d(x, w * styles.reshape(1, -1, 1, 1), b)                  # modulated weight
+        else:
+            x = F.conv2d(x * styles[:, :, None, None], w, b)                     # modulated input, shared conv
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class SynthesisBlock(nn.Module):
@@ -266,7 +349,7 @@ class SynthesisBlock(nn.Module):
     def features(self, x: Tensor | None, styles: list[Tensor], noise_mode: str) -> Tensor:
         """The block's convolutions; `styles` are those of conv0 (absent in b4) and conv1."""
         if self.in_channels == 0:
-            x = self.const.to(styles[0].dtype).unsqueeze(0).repeat([styles[0].shape[0], 1, 1, 1])
+            x = fast_layout(self.const.to(styles[0].dtype).unsqueeze(0).repeat([styles[0].shape[0], 1, 1, 1]))
             return self.conv1(x, styles[0], noise_mode)
         return self.conv1(self.conv0(x, styles[0], noise_mode), styles[1], noise_mode)
 
@@ -275,12 +358,20 @@ class SynthesisBlock(nn.Module):
         y = self.torgb(x, style).to(torch.float32)
         if img is None:
             return y
-        return upfirdn2d(img, self.resample_filter, up=2, pad=(2, 1, 2, 1), gain=4) + y
+        return upsample2d(img, self.resample_filter).add_(y)        # the fresh up-sampled image takes the sum
 
     def forward(self, x: Tensor | None, img: Tensor | None, styles: list[Tensor],
                 noise_mode: str) -> tuple[Tensor, Tensor]:
         x = self.features(x, styles[:-1], noise_mode)
         return x, self.to_image(x, img, styles[-1])
+
+
+class CacheEntry(NamedTuple):
+    """What a SynthesisCache keeps of one block: its style inputs and its outputs."""
+    conv_styles: list[Tensor]                    # styles of conv0 (absent in b4) and conv1
+    rgb_style: Tensor                            # style of the ToRGB layer
+    x: Tensor                                    # features after conv1 [N, C, H, W]
+    img: Tensor                                  # running image after this block [N, 3, H, W]
 
 
 class SynthesisCache:
@@ -290,16 +381,22 @@ class SynthesisCache:
     block whose style inputs are unchanged, and the convolutions of the first changed block when
     only its ToRGB style changed; the result equals a full pass. Blocks with forward hooks
     attached (see `interp.nethook`), and everything after them, are neither reused nor stored.
+    `G.synthesis(ws, cache=...)` also reuses the affine outputs (styles) of the rows of ws that are
+    unchanged, so that a late edit does not pay for every layer's affine.
     """
 
     def __init__(self) -> None:
         self.key: tuple[int, int, str, str, torch.device] | None = None
-        self.entries: list[tuple[list[Tensor], Tensor, Tensor, Tensor]] = []  # (conv styles, rgb style, x, img)
+        self.entries: list[CacheEntry] = []
+        self.ws_key: tuple | None = None         # (model, shape, dtype, device) of `ws`
+        self.ws: Tensor | None = None            # the last ws [N, num_ws, w_dim] and its styles
+        self.styles: dict[str, Tensor] = {}
         self.hits = 0                            # whole blocks reused, for inspection and benchmarks
         self.feature_hits = 0                    # blocks whose convolutions were reused (ToRGB recomputed)
 
     def clear(self) -> None:
         self.key, self.entries = None, []
+        self.ws_key, self.ws, self.styles = None, None, {}
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -335,12 +432,37 @@ class SynthesisNetwork(nn.Module):
         return getattr(getattr(self, block), role)
 
     def styles(self, ws: Tensor) -> dict[str, Tensor]:
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        self._check_ws(ws)
         return {name: self.layer(name).affine(ws[:, i]) for name, i in self.ws_index.items()}
 
+    def _check_ws(self, ws: Tensor) -> None:
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+
     def forward(self, ws: Tensor, noise_mode: str = "const", cache: SynthesisCache | None = None) -> Tensor:
-        return self.from_styles(self.styles(ws), noise_mode=noise_mode, cache=cache)
+        if cache is None:
+            return self.from_styles(self.styles(ws), noise_mode=noise_mode)
+        styles = self._styles_reusing(ws, cache)
+        img = self.from_styles(styles, noise_mode=noise_mode, cache=cache)
+        if not _tracks_grad(ws):
+            cache.ws_key, cache.ws = (id(self), ws.shape, ws.dtype, ws.device), ws.detach().clone()
+            cache.styles = {name: s.detach() for name, s in styles.items()     # not what a hook made
+                            if not _has_hooks(self.layer(name).affine)}
+        return img
+
+    def _styles_reusing(self, ws: Tensor, cache: SynthesisCache) -> dict[str, Tensor]:
+        """styles(ws), taking the styles of the rows equal to the cache's last ws from the cache (unless
+        the affine layer has hooks, or autograd records ws)."""
+        self._check_ws(ws)
+        if cache.ws is None or cache.ws_key != (id(self), ws.shape, ws.dtype, ws.device) or _tracks_grad(ws):
+            return self.styles(ws)
+        same = (ws == cache.ws).all(dim=2).all(dim=0).tolist()             # per row of ws
+        styles = {}
+        for name, i in self.ws_index.items():
+            affine = self.layer(name).affine
+            reuse = same[i] and name in cache.styles and not _has_hooks(affine)
+            styles[name] = cache.styles[name] if reuse else affine(ws[:, i])
+        return styles
 
     def from_styles(self, styles: Mapping[str, Tensor], noise_mode: str = "const",
                     cache: SynthesisCache | None = None) -> Tensor:
@@ -357,7 +479,7 @@ class SynthesisNetwork(nn.Module):
             x = img = None
             for block, block_styles in zip(blocks, per_block):
                 x, img = block(x, img, block_styles, noise_mode)
-            return img
+            return img.contiguous()                                       # NCHW, whatever the layers used
 
         first = per_block[0][0]
         key = (id(self), first.shape[0], noise_mode, str(first.dtype), first.device)   # one cache, one model
@@ -368,13 +490,13 @@ class SynthesisNetwork(nn.Module):
         limit = min(len(cache.entries), hooked.index(True) if any(hooked) else len(blocks))
         same = lambda a, b: all(torch.equal(u, v) for u, v in zip(a, b))     # noqa: E731
         start = 0
-        while start < limit and same(per_block[start][:-1], cache.entries[start][0]) \
-                and torch.equal(per_block[start][-1], cache.entries[start][1]):
+        while start < limit and same(per_block[start][:-1], cache.entries[start].conv_styles) \
+                and torch.equal(per_block[start][-1], cache.entries[start].rgb_style):
             start += 1
-        reuse_features = start < limit and same(per_block[start][:-1], cache.entries[start][0])
+        reuse_features = start < limit and same(per_block[start][:-1], cache.entries[start].conv_styles)
         cache.hits += start
-        x, img = (cache.entries[start - 1][2], cache.entries[start - 1][3]) if start else (None, None)
-        features = cache.entries[start][2] if reuse_features else None
+        x, img = (cache.entries[start - 1].x, cache.entries[start - 1].img) if start else (None, None)
+        features = cache.entries[start].x if reuse_features else None
         del cache.entries[start:]
         for i in range(start, len(blocks)):
             block, block_styles = blocks[i], per_block[i]
@@ -386,8 +508,37 @@ class SynthesisNetwork(nn.Module):
             img = block.to_image(x, img, block_styles[-1])
             if not any(hooked[:i + 1]):
                 conv_styles = [s.detach().clone() for s in block_styles[:-1]]
-                cache.entries.append((conv_styles, block_styles[-1].detach().clone(), x.detach(), img.detach()))
-        return img
+                cache.entries.append(CacheEntry(conv_styles, block_styles[-1].detach().clone(), x.detach(),
+                                                img.detach()))
+        return img.contiguous()
+
+
+def layer_flops(cfg: GeneratorConfig) -> dict[str, int]:
+    """Floating-point operations of each style layer for one image, counted from the config, in execution order.
+
+    A multiply-add counts 2. Conv layers: demodulation, modulation (of the weight or of the activations,
+    whichever is smaller, as `SynthesisLayer` does for one image), the 3x3 convolution (conv0: transposed,
+    stride 2, on the input grid, then the 4x4 FIR low-pass), bias, noise, leaky ReLU (and clamp). ToRGB
+    layers: the modulated 1x1 convolution, bias, and the block's skip connection (the running image
+    up-sampled with the 4x4 FIR filter and added). The cost of an incremental synthesis is the sum over
+    the layers it recomputes.
+    """
+    flops: dict[str, int] = {}
+    epilogue = 4 if cfg.conv_clamp is not None else 3                    # per output element
+
+    def modulation(inp: int, out: int, res_in: int, res: int) -> int:
+        return 2 * out * inp * 9 + 2 * min(out * inp * 9, inp * res_in**2 + out * res**2)
+
+    for res in cfg.block_resolutions:
+        out = cfg.channels_at(res)
+        if res > 4:
+            inp = cfg.channels_at(res // 2)
+            flops[f"b{res}.conv0"] = (modulation(inp, out, res // 2, res) + 2 * inp * out * 9 * (res // 2) ** 2
+                                      + 2 * 16 * out * res**2 + epilogue * out * res**2)
+        flops[f"b{res}.conv1"] = modulation(out, out, res, res) + 2 * out * out * 9 * res**2 + epilogue * out * res**2
+        skip = 2 * 16 * cfg.img_channels * (res // 2) ** 2 + cfg.img_channels * res**2 if res > 4 else 0
+        flops[f"b{res}.torgb"] = 2 * out * cfg.img_channels + (2 * out + 1) * cfg.img_channels * res**2 + skip
+    return flops
 
 
 # ----------------------------------------------------------------------------------------------------
