@@ -521,7 +521,7 @@ def latency_table(report: Report) -> str:
 
 @dataclasses.dataclass
 class FloodResult:
-    joined: int                 # plain HTTP joins the queue accepted
+    joined: int                 # plain HTTP joins the queue accepted (as it drains, more get in)
     http_refused: int           # plain HTTP joins refused
     http_detail: str            # the server's answer to the first refused join ("HTTP 503: Queue is full. ...")
     refused: list[str]          # gradio_client's messages for its refused requests
@@ -530,50 +530,66 @@ class FloodResult:
     served_after: bool          # a normal call succeeds after the flood
 
 
-def flood_queue(url: str, requests: int, blockers: int = 12, extra: int = 4, workdir: Path | None = None) -> FloodResult:
+def flood_queue(url: str, requests: int, blockers: int = 8, burst: int = 8,
+                workdir: Path | None = None) -> FloodResult:
     """Fill the server's queue and look at the refusals.
 
-    ``blockers`` slow ``/generate`` calls (16 samples each; more than the endpoint has workers) keep its
-    workers busy for a few seconds; meanwhile ``requests`` quick joins are sent over plain HTTP, one after
-    the other: those beyond the queue's size must be refused (HTTP 503 and its detail); then ``extra``
-    gradio_client calls, which must be refused with its "Queue is full" error. Finally a normal call.
+    ``blockers`` slow ``/generate`` calls (16 samples each; more than the endpoint has workers) occupy its
+    workers; then ``requests`` more are sent over plain HTTP, one after the other: those that find the
+    queue full must be refused (HTTP 503 and its detail). Right after the first refusal, while the queue
+    is full, ``burst`` gradio_client calls are made at once (again after later refusals, until one is
+    refused): the queue cannot free as many places that fast, so some must fail with gradio_client's
+    "Queue is full" error. Whatever was accepted runs to its end; when the queue is empty, a normal call.
     """
     import httpx
     from gradio_client import Client
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="interp-flood-"))
     client = Client(url, verbose=False, download_files=str(workdir / "downloads"))
-    jobs = [client.submit(MODEL, i, PSI, 16, api_name="/generate") for i in range(blockers)]
     joining = ("STARTING", "JOINING_QUEUE")
-    deadline = time.monotonic() + 60
-    while any(job.status().code.name in joining for job in jobs) and time.monotonic() < deadline:
-        time.sleep(0.02)
+
+    def joined(job: Any, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not job.done() and job.status().code.name in joining and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    jobs = [client.submit(MODEL, i, PSI, 16, api_name="/generate") for i in range(blockers)]
+    for job in jobs:
+        joined(job)
     fn_index = next(i for i, d in enumerate(client.config["dependencies"]) if d.get("api_name") == "generate")
-    joined, refused_http, detail = 0, 0, ""
+    accepted, refused_http, detail, client_refused = 0, 0, "", False
     with httpx.Client(timeout=10) as http:
         for i in range(requests):
             answer = http.post(url + "gradio_api/queue/join", json={
-                "data": [MODEL, i, PSI, 1], "fn_index": fn_index, "session_hash": f"flood{i:04d}",
+                "data": [MODEL, i, PSI, 16], "fn_index": fn_index, "session_hash": f"flood{i:04d}",
                 "event_data": None, "trigger_id": None})
             if answer.status_code == 200:
-                joined += 1
-            else:
-                refused_http += 1
-                detail = detail or f"HTTP {answer.status_code}: {answer.json().get('detail', answer.text)}"
-    jobs += [client.submit(MODEL, i, PSI, 1, api_name="/generate") for i in range(extra)]
+                accepted += 1
+                continue
+            refused_http += 1
+            detail = detail or f"HTTP {answer.status_code}: {answer.json().get('detail', answer.text)}"
+            if not client_refused:                            # the queue is full right now: visitors' calls
+                calls = [client.submit(MODEL, i, PSI, 1, api_name="/generate") for _ in range(burst)]
+                for job in calls:
+                    joined(job)
+                jobs += calls
+                client_refused = any(job.done() and job.exception() is not None for job in calls)
     served, refused, failed = 0, [], []
     for job in jobs:
         try:
-            job.result(timeout=300)
+            job.result(timeout=600)
             served += 1
         except Exception as exc:  # noqa: BLE001
             (refused if QUEUE_FULL.lower() in str(exc).lower() else failed).append(f"{type(exc).__name__}: {exc}")
+    deadline = time.monotonic() + 300                 # the plain HTTP joins have no listener: wait for them
+    while httpx.get(url + "gradio_api/queue/status", timeout=10).json()["queue_size"] and time.monotonic() < deadline:
+        time.sleep(0.2)
     try:
         client.predict(MODEL, 1, PSI, 1, api_name="/generate")
         served_after = True
     except Exception:  # noqa: BLE001
         served_after = False
-    return FloodResult(joined, refused_http, detail, refused, served, failed, served_after)
+    return FloodResult(accepted, refused_http, detail, refused, served, failed, served_after)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -770,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with serve_app(tmp / "small-queue", ["--queue-size", str(args.queue_size)]) as small:
             flood = flood_queue(small.url, requests=4 * args.queue_size, workdir=tmp / "flood")
         print(f"\nqueue full (--queue-size {args.queue_size}): of {4 * args.queue_size} plain HTTP joins sent while "
-              f"the workers were busy, {flood.joined} queued and {flood.http_refused} refused, the server saying "
+              f"the workers were busy, {flood.joined} accepted and {flood.http_refused} refused, the server saying "
               f"{flood.http_detail!r}; gradio_client: {flood.served} served, {len(flood.refused)} refused saying "
               f"{flood.refused[0] if flood.refused else '-'!r}, {len(flood.failed)} failed; serves afterwards: "
               f"{flood.served_after}")
