@@ -21,7 +21,10 @@ machine, the milliseconds are not.
 --edit-cost: for every row k of ws, an edit of rows >= k through a SynthesisCache recomputes the blocks
 from the first one whose styles change (only its ToRGB when only the ToRGB style changed). Printed per
 row: measured time / full pass (median of paired rounds) next to the FLOP share of the recomputed layers,
-counted analytically from the config (`interp.models.stylegan2.layer_flops`).
+counted analytically from the config (`interp.models.stylegan2.layer_flops`), and next to their time
+share: 1 - (time of the layers the edit skips, run alone) / full pass. The FLOP share predicts the time
+only where every layer runs at the same speed; the speed of each block (GFLOP/s, measured alone) is
+printed too: on a CPU the narrow high-resolution layers run well below the wide low-resolution ones.
 """
 from __future__ import annotations
 
@@ -230,6 +233,7 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
     print(f"edit cost: an edit of ws rows >= k through a SynthesisCache, batch 1, fp32, "
           f"{torch.get_num_threads()} threads; median of paired rounds (full pass, edit)")
     worst: dict[str, float] = {}
+    worst_time: dict[str, float] = {}
     for res in resolutions:
         G = random_generator(ffhq_config(res))
         flops = layer_flops(G.config)
@@ -240,8 +244,9 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
         full = lambda: G.synthesis(ws)                                                  # noqa: E731
         n = rounds or default_rounds(res)
         print(f"\n{res}x{res}: {total / 1e9:.1f} GFLOP per image, {load()}")
-        print(f"{'row':>4} {'recomputes from':>16} {'measured/full':>14} {'FLOP share':>11} {'difference':>11} "
-              f"{'relative':>9}")
+        block_speed(G, ws, flops, n)
+        print(f"{'row':>4} {'recomputes from':>16} {'measured/full':>14} {'FLOP share':>11} {'relative':>9} "
+              f"{'time share':>11} {'relative':>9}")
         for k in range(G.num_ws):
             first = recomputed_from(G, k)
             share = sum(flops[n] for n in order[order.index(first):]) / total
@@ -262,15 +267,57 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
                 print(f"     row {k}: the cache reused other blocks than expected")
             t_edit, t_full, ratios = paired(edit, full, n)
             measured = statistics.median(ratios)
-            rel = measured / share - 1
+            skipped = prefix(G, ws, first)
+            time_share = 1 - statistics.median(paired(skipped, full, n)[2])
+            rel, rel_time = measured / share - 1, measured / time_share - 1
             worst[f"{res}px row {k}"] = rel
-            print(f"{k:4d} {first:>16} {measured:14.3f} {share:11.3f} {measured - share:+11.3f} {rel:+9.0%}",
-                  flush=True)
+            worst_time[f"{res}px row {k}"] = rel_time
+            print(f"{k:4d} {first:>16} {measured:14.3f} {share:11.3f} {rel:+9.0%} {time_share:11.3f} "
+                  f"{rel_time:+9.0%}", flush=True)
         print(f"full pass {t_full * 1000:.0f} ms, {load()}")
         del G
-    off = {k: v for k, v in worst.items() if abs(v) > 0.15}
-    print(f"\nrows off by more than 15% of their FLOP share: {len(off)} of {len(worst)}"
-          + "".join(f"\n  {k}: {v:+.0%}" for k, v in off.items()))
+    for what, table in (("FLOP share", worst), ("time share", worst_time)):
+        off = {k: v for k, v in table.items() if abs(v) > 0.15}
+        print(f"\nrows off by more than 15% of their {what}: {len(off)} of {len(table)}"
+              + "".join(f"\n  {k}: {v:+.0%}" for k, v in off.items()))
+
+
+def prefix(G: Generator, ws: torch.Tensor, first: str) -> Callable[[], object]:
+    """The work an edit recomputing from layer ``first`` skips, run alone: the styles of the rows before it
+    and every layer before ``first`` (the same block calls as a full pass)."""
+    blocks = G.synthesis.blocks()
+    names = list(G.ws_index)
+    rows = sorted({G.ws_index[n] for n in names[:names.index(first)]})
+
+    def run() -> None:
+        styles = {n: G.synthesis.layer(n).affine(ws[:, G.ws_index[n]])
+                  for n in names[:names.index(first)] if G.ws_index[n] in rows}
+        x = img = None
+        for block in blocks:
+            block_names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+            if first in block_names:
+                if first.endswith("torgb"):
+                    block.features(x, [styles[n] for n in block_names[:-1]], "const")
+                return
+            x = block.features(x, [styles[n] for n in block_names[:-1]], "const")
+            img = block.to_image(x, img, styles[block_names[-1]])
+
+    return run
+
+
+def block_speed(G: Generator, ws: torch.Tensor, flops: dict[str, int], rounds: int) -> None:
+    """Each block's time alone (median of ``rounds``) and its GFLOP/s."""
+    styles = G.synthesis.styles(ws)
+    x = img = None
+    cells = []
+    for block in G.synthesis.blocks():
+        names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+        block_styles = [styles[n] for n in names]
+        run = lambda b=block, x=x, img=img, s=block_styles: b(x, img, s, "const")         # noqa: E731
+        t = timeit(run, rounds)
+        x, img = run()
+        cells.append(f"b{block.resolution} {sum(flops[n] for n in names) / t / 1e9:.0f}")
+    print("GFLOP/s per block, alone: " + ", ".join(cells))
 
 
 def _blocks_before(G: Generator, layer: str) -> int:
