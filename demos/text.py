@@ -6,8 +6,8 @@ Layout and wiring only; the compute lives in ``interp.methods.styleclip``. Two m
   one-off precomputation per model (channel relevance, cached on disk). ``alpha`` is the strength,
   ``beta`` the disentanglement threshold (the number of channels it moves is shown). "Apply" pushes the
   direction onto the current image's edit stack (it stays editable: undo, save in the recipe).
-- **Optimization** (seconds): the W+ code is optimized towards the text, with the current image's edit
-  stack applied throughout. With "only change the painted region", CLIP sees only the brushed region
+- **Optimization** (seconds): the W+ code is optimized towards the text (the styles, for an image
+  inverted in S), with the current image's edit stack applied throughout. With "only change the painted region", CLIP sees only the brushed region
   and the rest of the image is kept (paint by word). "Apply" makes the optimized code the new *base*
   of the current image; the edits already stacked stay on top (the optimization was run with them).
 
@@ -330,7 +330,8 @@ def build(ctx: AppContext) -> None:
             gr.Examples(examples, [target, neutral], label="Examples")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method",
                               info="Global direction: one StyleSpace direction, real time (after a one-off "
-                                   "precomputation). Optimization: optimize this image's W+ code (seconds).")
+                                   "precomputation). Optimization: optimize this image's W+ code, or its "
+                                   "styles after an S inversion (seconds).")
             with gr.Group(visible=True) as global_box:
                 alpha = gr.Slider(*ALPHA_RANGE, value=styleclip.DEFAULT_ALPHA, step=0.1, label="Alpha (strength)",
                                   info="Standard deviations of sampled styles along the direction; negative: the "

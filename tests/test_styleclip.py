@@ -267,6 +267,31 @@ def test_optimization_moves_towards_the_text_and_a_mask_keeps_the_rest(tiny_gene
     assert painted.origin["painted"] == pytest.approx(144 / 1024, abs=1e-3)
 
 
+def test_a_stylespace_inversion_is_optimized_in_s(tiny_generator, vit_clip):
+    from interp.edit import split_styles
+    from interp.methods.invert import flat_styles, project_styles
+
+    G = tiny_generator
+    start = Latent.from_seed(G, "tiny32", 2, 0.7)
+    styles = flat_styles(G, start.ws[None])[0] * 1.05               # off the W+ manifold: only S can express it
+    latent = Latent(start.model_id, start.model_hash, project_styles(G, styles[None])[0],
+                    {"kind": "inversion", "method": "optimization", "space": "s"}, styles=styles)
+    rows = (G.num_ws - 2, G.num_ws - 1)                            # only the last rows' style layers move
+    result = styleclip.optimize(G, latent, vit_clip, "an old face", neutral="a face", steps=12, l2=0.0,
+                                identity=0.0, lr=0.1, views=2, patience=12, rows=rows)
+    assert result.styles is not None and result.origin["space"] == "s"
+    scores = result.origin["scores"]
+    assert max(scores[1:]) > scores[0]                                      # the CLIP score went up
+    before, after = split_styles(G, styles[None]), split_styles(G, result.styles[None])
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert moved and moved <= {n for n in G.style_layers if G.ws_index[n] in rows}
+    assert torch.allclose(result.ws, project_styles(G, result.styles[None])[0])
+    with torch.no_grad():                                                   # the render is the optimized styles'
+        shown = render(G, result, [])
+        direct = G.synthesis_from_styles(split_styles(G, result.styles[None]))
+    assert torch.equal(shown, direct)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The tab through gradio_client
 

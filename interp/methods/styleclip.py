@@ -60,7 +60,7 @@ along the text (or hold every side attribute fixed). The last one looks pure to 
 a thousand channels the solver finds combinations that move CLIP's reading ("glasses +0.09") without
 moving the face (the predictor: +0.015), an adversarial edit. Selecting channels keeps the edit honest.
 
-**Latent optimization in W+** (seconds on a CPU at 64x64)::
+**Latent optimization in W+** (seconds on a CPU at 64x64; an S inversion is optimized in S)::
 
     result = optimize(G, latent, clip, "a face with glasses", steps=100, l2=0.02, identity=0.1,
                       neutral="a face", features=load_predictor().features, edits=recipe.edits, mask=brush)
@@ -98,7 +98,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from interp import diskcache
-from interp.edit import AnyEdit, DirectionEdit, Latent, layer_rows, projection_stds, sample_latents, synthesize_ws
+from interp.edit import (AnyEdit, DirectionEdit, Latent, layer_rows, projection_stds, sample_latents, split_styles,
+                         style_layers_for_rows, synthesize_styles, synthesize_ws)
 from interp.models.stylegan2 import Generator
 
 __all__ = [
@@ -623,6 +624,9 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
     l2, identity, preserve: weights of the pull to the start, the feature distance, the outside-mask term;
     rows: the ws rows to optimize (default all); space: ``ws`` (one offset per row) or ``w`` (one shared);
     edits: the current image's stack, applied throughout.
+    A StyleSpace (S) inversion (``latent.styles``) has no exact W+ code: its styles are optimized instead
+    (one offset per S channel of the layers the rows feed; ``space`` does not apply), and the result keeps
+    them as its styles override, with the closest W+ code as ``ws``.
     views: CLIP scores the mean of this many randomly shifted and scaled copies of the image (seeded by
     ``seed``; 1: the image only), so the optimization cannot fool CLIP with pixel patterns.
     The result's ``origin`` holds the text, the steps run and ``scores``: the CLIP score after each step.
@@ -639,9 +643,6 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
             raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
     if tuple(latent.ws.shape) != (G.num_ws, G.w_dim):
         raise ValueError(f"the latent has ws {list(latent.ws.shape)} but the model needs [{G.num_ws}, {G.w_dim}]")
-    if getattr(latent, "styles", None) is not None:
-        raise ValueError("this image is a StyleSpace (S) inversion, which has no exact W+ code to optimize; use the "
-                         "global direction, or invert the image in W+ first")
     if any(isinstance(e, DirectionEdit) and e.space == "z" and e.strength for e in edits):
         raise ValueError("the image has z-space edits, which W+ optimization cannot keep; apply them in w or s")
     rows = tuple(range(G.num_ws)) if rows is None else tuple(int(r) for r in rows)
@@ -656,16 +657,38 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
         target = target - text_embedding(clip, neutral, templates)
     target = target.to(clip.device)
     ws0 = latent.ws.to(device)[None]                                       # [1, num_ws, w_dim]
-    with torch.no_grad():
-        x0 = synthesize_ws(G, ws0, edits)                                  # [1, 3, H, W]
-        f0 = features(x0) if features is not None else None
-    offset = torch.zeros(1, len(rows) if space == "ws" else 1, G.w_dim, device=device, requires_grad=True)
-    opt = torch.optim.Adam([offset], lr=lr)
-    row_index = torch.tensor(rows, device=device)
+    in_s = latent.styles is not None
+    if in_s:                                                               # offsets on the rows' S channels
+        s0 = latent.styles.to(device)[None]                                # [1, S]
+        names = set(style_layers_for_rows(G, rows))
+        chosen = torch.cat([torch.full((s.shape[1],), n in names, dtype=torch.bool)
+                            for n, s in split_styles(G, s0).items()]).nonzero()[:, 0].to(device)
+        offset = torch.zeros(1, chosen.numel(), device=device, requires_grad=True)
 
-    def image(off: Tensor) -> Tensor:
-        ws = ws0.index_add(1, row_index, off.expand(1, len(rows), -1))
-        return synthesize_ws(G, ws, edits)
+        def full(off: Tensor) -> Tensor:
+            return s0.index_add(1, chosen, off)
+
+        def image(off: Tensor) -> Tensor:
+            return synthesize_styles(G, ws0, split_styles(G, full(off)), edits)
+
+        def pull(off: Tensor) -> Tensor:                                  # squared distance to the start
+            return off.square().sum()
+    else:
+        offset = torch.zeros(1, len(rows) if space == "ws" else 1, G.w_dim, device=device, requires_grad=True)
+        row_index = torch.tensor(rows, device=device)
+
+        def full(off: Tensor) -> Tensor:
+            return ws0.index_add(1, row_index, off.expand(1, len(rows), -1))
+
+        def image(off: Tensor) -> Tensor:
+            return synthesize_ws(G, full(off), edits)
+
+        def pull(off: Tensor) -> Tensor:
+            return off.expand(1, len(rows), -1).square().sum()
+    opt = torch.optim.Adam([offset], lr=lr)
+    with torch.no_grad():
+        x0 = image(torch.zeros_like(offset))                               # [1, 3, H, W]
+        f0 = features(x0) if features is not None else None
 
     rng = torch.Generator().manual_seed(int(seed))
 
@@ -690,7 +713,7 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
             x = image(offset)
             seen = x if m is None else x * m + x0 * (1 - m)               # CLIP sees the painted region only
             score, emb = clip_score(seen, augment=True)                   # the CLIP score, over views
-            loss = 1 - score + l2 * offset.expand(1, len(rows), -1).square().sum() / G.num_ws
+            loss = 1 - score + l2 * pull(offset) / G.num_ws
             if direction:                                                  # the change itself along the text
                 change = emb - e0
                 loss = loss + direction * (1 - (change @ target) / (change.norm() * target.norm() + 1e-3))
@@ -716,13 +739,18 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
     with torch.no_grad():
         x = image(offset)
         final = float(clip_score(x if m is None else x * m + x0 * (1 - m), augment=False)[0])
-        ws = ws0.index_add(1, row_index, offset.detach().expand(1, len(rows), -1))[0].cpu()
+        code = full(offset.detach())
     origin = {"kind": "optimization", "text": text, **({"neutral": neutral} if neutral else {}),
-              "steps": len(scores), "from": latent.describe(),
+              "steps": len(scores), "from": latent.describe(), **({"space": "s"} if in_s else {}),
               "clip_score": round(final, 4), "scores": scores + [round(final, 5)]}
     if mask is not None:
         origin["painted"] = round(float(m.mean()), 4)
-    return Latent(latent.model_id, latent.model_hash, ws, origin)
+    if in_s:
+        from interp.methods.invert import project_styles
+
+        return Latent(latent.model_id, latent.model_hash, project_styles(G, code)[0].cpu(), origin,
+                      styles=code[0].cpu())
+    return Latent(latent.model_id, latent.model_hash, code[0].cpu(), origin)
 
 
 # ----------------------------------------------------------------------------------------------------
