@@ -158,7 +158,7 @@ class Handlers:
         except ValueError as exc:
             raise user_error(str(exc)) from exc
         assert isinstance(final, Inversion)
-        runs = self.record(runs, x, final, method, task, steps if kind != "encoder" else 0, truth is not None)
+        runs = self.record(runs, x, final, method, task, steps if kind != "encoder" else "one pass", truth is not None)
         status = self.status(final, kind, task_id, truth is not None, notes)
         table = [row for row in runs["rows"]]
         yield (_pixels(final.image), (_pixels(before), _pixels(final.image)), status, table,
@@ -181,7 +181,7 @@ class Handlers:
                          "with it (tick 'degrade it first' to measure against a clean original).")
         return notes
 
-    def record(self, runs: dict | None, x: torch.Tensor, result: Inversion, method: str, task: str, steps: int,
+    def record(self, runs: dict | None, x: torch.Tensor, result: Inversion, method: str, task: str, steps: int | str,
                has_truth: bool) -> dict:
         key = _fingerprint(x)
         if not isinstance(runs, dict) or runs.get("image") != key:
@@ -299,7 +299,7 @@ def build(ctx: AppContext) -> None:
             live = gr.Image(label="Reconstruction (live)", type="pil", format="png", interactive=False, height=256,
                             elem_classes="pixel-image")
             compare = gr.ImageSlider(label="Before / after", type="pil", format="png", interactive=False,
-                                     elem_classes="pixel-image")
+                                     height=256, elem_classes="pixel-image")
             status = gr.Markdown("Upload an image (or pick an example), choose a method and press **Invert**.")
             use_btn = gr.Button("Use as current image", variant="primary")
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Methods run on this image", interactive=False, wrap=True)

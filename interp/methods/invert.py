@@ -471,8 +471,7 @@ def encode(G: Generator, encoder: Any, image: Tensor, *, model_id: str = "",
     h = model_hash(G)
     out = []
     for i in range(target.shape[0]):
-        latent = _latent(G, space, code[i], model_id, h, {"kind": "inversion", "method": "encoder", "space": space,
-                                                           "steps": 0})
+        latent = _latent(G, space, code[i], model_id, h, {"kind": "inversion", "method": "encoder", "space": space})
         stats = report(img[i:i + 1], target[i:i + 1], dist)
         stats["seconds"] = seconds / target.shape[0]
         out.append(Inversion(latent, img[i:i + 1].cpu(), (), stats,
