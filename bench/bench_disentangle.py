@@ -1,0 +1,96 @@
+"""Disentanglement of built-in-domain generators, side by side (prints figures; no thresholds):
+
+    python bench/bench_disentangle.py faces64 runs/gan/ft_hp/G.safetensors runs/gan/ft_ctl/G.safetensors
+
+For each model (a zoo id or a checkpoint of the faces64 architecture), judged by the built-in attribute
+predictor on the same samples (the effect matrix: change of each true factor per standard deviation):
+
+- mean purity of the top-10 SeFa directions in W for each layer preset (all / coarse / middle / fine)
+  and of the top-10 GANSpace directions in Z, W and S (every layer);
+- CLIP-name agreement: how often the tiny CLIP's name of a SeFa direction (40: 10 per preset) names
+  its dominant true factor;
+- W axes: the mean purity of the 10 coordinate axes of W with the largest effect (the Hessian penalty
+  acts on these axes, so its claim is tested there too).
+
+Purity is the dominant factor's share of a direction's total (absolute) effect.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from interp import diskcache, load_generator  # noqa: E402
+from interp.directions import DirectionSet  # noqa: E402
+from interp.edit import layer_rows, projection_stds, sample_latents  # noqa: E402
+from interp.methods import effects, naming, sefa  # noqa: E402
+
+PRESETS = ("all", "coarse", "middle", "fine")
+
+
+def measure(spec: str, k: int, n_samples: int) -> dict[str, float | str]:
+    from interp.builtin import load_predictor
+
+    G = load_generator(spec)
+    predictor = load_predictor()
+    clip, why = naming.load_paired_clip("faces64")
+    if clip is None:
+        sys.exit(f"the tiny CLIP is needed: {why}")
+    vocab = naming.default_vocabulary("faces64")
+    mh = diskcache.model_hash(G)
+    w_samples = sample_latents(G, "w", 4000, seed=0)
+    out: dict[str, float | str] = {}
+    agree, total = 0, 0
+    for preset in PRESETS:
+        rows = layer_rows(G, preset)
+        dirs, values = sefa.directions(G, rows, k)
+        ds = DirectionSet.create(dirs, values, projection_stds(w_samples, dirs), space="w", layers=rows,
+                                 method="sefa", model_id="faces64", model_hash=mh)
+        eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=1)
+        out[f"SeFa W, {preset}"] = float(eff.purity.mean())
+        names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=2)
+        a = effects.clip_agreement(names, eff)
+        agree += sum(p["agrees"] for p in a["per_direction"])
+        total += a["n"]
+    out["CLIP name = dominant factor"] = agree / total
+    for s in effects.compare_spaces(G, predictor, k=k, n_pca=10_000, n_samples=n_samples, include_sefa=False,
+                                    model_id="faces64"):
+        out[f"GANSpace {s.space.upper()}"] = s.mean_purity
+    axes = torch.eye(G.w_dim)
+    rows = layer_rows(G, "all")
+    ds = DirectionSet.create(axes, torch.ones(G.w_dim), projection_stds(w_samples, axes), space="w", layers=rows,
+                             method="axes", model_id="faces64", model_hash=mh)
+    eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=1)
+    strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
+    out[f"W axes, top {k}"] = float(eff.purity[strongest].mean())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help="zoo ids or checkpoint paths")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=32, help="samples per direction for the effect matrix")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for spec in args.models:
+        results[spec] = measure(spec, args.k, args.samples)
+        print(f"{spec}: " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec].items()), flush=True)
+    keys = list(next(iter(results.values())))
+    print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(Path(s).parent.name or s for s in results)))
+    print("|---|" + "---|" * len(results))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(f"{r[key]:.0%}" for r in results.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
