@@ -167,3 +167,16 @@ def test_gan_evaluation_statistics():
     assert c["factors"]["glasses"]["gap"] == pytest.approx(real["glasses"].mean())
     assert np.isnan(c["age_glasses_corr"]["gen"])                             # constant factor: undefined
     assert {f.name for f in FACTORS} == set(c["factors"])
+
+
+def test_gan_evaluation_targets_include_the_categorical_factor():
+    from interp import load_generator
+    from interp.builtin.evaluate_gan import TARGETS, evaluate
+
+    result = evaluate(load_generator("faces64"), n=48)
+    targets = result["targets"]
+    assert set(targets) == {"fd_normalised", "binary_gap_mean", "continuous_w1_over_range_max", "categorical_tv_max",
+                            "age_glasses_corr_diff", "part_fraction_rel_max"}
+    tv = targets["categorical_tv_max"]
+    assert tv["value"] == result["factors"]["hair_color"]["tv"] > 0 and tv["target"] == TARGETS["categorical_tv"]
+    assert all(t["met"] == (t["value"] <= t["target"]) for t in targets.values())

@@ -27,8 +27,8 @@ from scipy.stats import wasserstein_distance
 from interp.builtin.faces import FACTORS, PARTS, render_torch, sample_factors
 from interp.models.stylegan2 import Generator
 
-TARGETS = {"fd_normalised": 0.03, "binary_gap": 0.05, "continuous_w1_over_range": 0.08, "age_glasses_corr": 0.1,
-           "part_fraction_rel": 0.20}
+TARGETS = {"fd_normalised": 0.03, "binary_gap": 0.05, "continuous_w1_over_range": 0.08, "categorical_tv": 0.05,
+           "age_glasses_corr": 0.1, "part_fraction_rel": 0.20}
 HELD_OUT_SEEDS = (7_000_000_001, 7_000_000_002)  # never used by training (see train_gan.step_seed)
 
 
@@ -134,10 +134,12 @@ def evaluate(G: Generator, n: int = 5000, seed: int = 0) -> dict:
     bin_gaps = [v["gap"] for v in result["factors"].values() if v["kind"] == "binary"]
     cont = [v["w1_over_range"] for v in result["factors"].values() if v["kind"] == "continuous"]
     rel = [v["rel"] for v in result["part_fractions"].values()]
+    tv = [v["tv"] for v in result["factors"].values() if v["kind"] == "categorical"]
     result["targets"] = {
         "fd_normalised": {"value": result["frechet"]["normalised"], "target": TARGETS["fd_normalised"]},
         "binary_gap_mean": {"value": float(np.mean(bin_gaps)), "target": TARGETS["binary_gap"]},
         "continuous_w1_over_range_max": {"value": float(np.max(cont)), "target": TARGETS["continuous_w1_over_range"]},
+        "categorical_tv_max": {"value": float(np.max(tv)), "target": TARGETS["categorical_tv"]},
         "age_glasses_corr_diff": {"value": result["age_glasses_corr"]["diff"], "target": TARGETS["age_glasses_corr"]},
         "part_fraction_rel_max": {"value": float(np.max(rel)), "target": TARGETS["part_fraction_rel"]},
     }
