@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from interp.edit import SPACES, DirectionEdit
+from interp.edit import SPACES, DirectionEdit, read_tagged_file
 
 __all__ = ["DirectionFileError", "DirectionSet", "load_directions", "save_directions"]
 
@@ -134,34 +134,10 @@ def save_directions(ds: DirectionSet, path: str | Path) -> Path:
 
 def load_directions(path: str | Path, expected_hash: str | None = None) -> DirectionSet:
     """Read a direction file; ``expected_hash`` (the loaded model's content hash) refuses foreign models' files."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    label = path.name
-    if not path.is_file():
-        raise DirectionFileError(f"direction file {str(path)!r} does not exist")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise DirectionFileError(f"{label!r} is {path.stat().st_size / 2**20:.0f} MiB; direction files are small "
-                                 f"(at most {MAX_FILE_BYTES // 2**20} MiB)")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            keys = set(f.keys())
-            tag = meta.get("format")
-            if tag != FORMAT_TAG:
-                what = f"format {tag!r}" if tag else "no interp directions metadata"
-                raise DirectionFileError(
-                    f"{label!r} is a safetensors file with {what}, not a direction file; export directions from "
-                    f"the Explore tab (or interp.directions.save_directions) to get one (format {FORMAT_TAG!r})")
-            needed = {"directions", "values", "stds", "shares"}
-            if not needed <= keys:
-                raise DirectionFileError(f"{label!r} lacks the tensors {sorted(needed - keys)}; the file is damaged")
-            tensors = {k: f.get_tensor(k).float() for k in needed}
-    except DirectionFileError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
-        raise DirectionFileError(f"{label!r} is not a readable safetensors file (truncated or corrupted): "
-                                 f"{str(exc)[:160]}") from None
+    label = Path(path).name
+    meta, tensors = read_tagged_file(path, "direction file", MAX_FILE_BYTES, FORMAT_TAG, DirectionFileError,
+                                     "export directions from the Explore tab (or interp.directions.save_directions) "
+                                     "to get one", keys=("directions", "values", "stds", "shares"))
     try:
         for name in ("values", "shares"):                  # shown on the sliders; directions / stds: DirectionSet
             if not torch.isfinite(tensors[name]).all():

@@ -639,6 +639,41 @@ class RecipeError(ValueError):
     """A recipe file that cannot be used: foreign, damaged, or made for another model."""
 
 
+def read_tagged_file(path: str | Path, what: str, max_bytes: int, tag: str, error: type[ValueError],
+                     foreign_hint: str, keys: Sequence[str] | None = None) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """(metadata, float tensors) of a small safetensors file of ours whose metadata says ``format: tag``.
+
+    Every failure raises ``error`` with a sentence: missing, larger than ``max_bytes``, another format
+    (``foreign_hint`` says how to get a right one), lacking ``keys`` (default: read them all), unreadable.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    label = path.name
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise error(f"{label!r} is {size / 2**20:.0f} MiB; a {what} is small (at most {max_bytes // 2**20} MiB)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            found = meta.get("format")
+            if found != tag:
+                kind = f"format {found!r}" if found else f"no {what} metadata"
+                raise error(f"{label!r} is a safetensors file with {kind}, not a {what} (format {tag!r}); {foreign_hint}")
+            present = set(f.keys())
+            missing = sorted(set(keys or ()) - present)
+            if missing:
+                raise error(f"{label!r} lacks the tensors {missing}; the file is damaged")
+            tensors = {k: f.get_tensor(k).float() for k in (keys or present)}
+    except error:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise error(f"{label!r} is not a readable safetensors file (truncated or corrupted): {str(exc)[:160]}") from None
+    return meta, tensors
+
+
 METHOD_NAMES = {"sefa": "SeFa", "ganspace": "GANSpace", "interfacegan": "InterFaceGAN", "styleclip": "StyleCLIP",
                 "dissection": "Dissection brush", "clip": "CLIP"}
 
@@ -748,28 +783,9 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path, expected_hash: str | None = None) -> "Recipe":
         """Read a recipe file; ``expected_hash`` (the loaded model's) refuses recipes of other weights."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        label = path.name
-        if not path.is_file():
-            raise RecipeError(f"recipe file {str(path)!r} does not exist")
-        if path.stat().st_size > MAX_RECIPE_BYTES:
-            raise RecipeError(f"{label!r} is {path.stat().st_size / 2**20:.0f} MiB; recipes are small "
-                              f"(at most {MAX_RECIPE_BYTES // 2**20} MiB)")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = dict(f.metadata() or {})
-                if meta.get("format") != RECIPE_FORMAT:
-                    what = f"format {meta['format']!r}" if meta.get("format") else "no recipe metadata"
-                    raise RecipeError(f"{label!r} has {what}, not a recipe (format {RECIPE_FORMAT!r}); save one "
-                                      "with the Recipe panel's download button")
-                tensors = {k: f.get_tensor(k).float() for k in f.keys()}
-        except RecipeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for damaged files
-            raise RecipeError(f"{label!r} is not a readable safetensors file (truncated or corrupted): "
-                              f"{str(exc)[:160]}") from None
+        label = Path(path).name
+        meta, tensors = read_tagged_file(path, "recipe file", MAX_RECIPE_BYTES, RECIPE_FORMAT, RecipeError,
+                                         "save one with the Recipe panel's download button")
         try:
             latent = Latent(meta["model_id"], meta["model_hash"], tensors["latent.ws"], json.loads(meta["origin"]),
                             tensors.get("latent.styles"))
