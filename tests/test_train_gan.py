@@ -119,10 +119,12 @@ def test_hessian_penalty_is_zero_exactly_for_independent_inputs():
 
 
 def test_a_step_with_the_hessian_penalty():
-    cfg = TrainConfig.from_dict(TINY.to_dict() | {"hessian_weight": 1.0, "hessian_every": 1, "pl_weight": 0.0})
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"hessian_weight": 1.0, "hessian_every": 2, "pl_weight": 0.0})
     tr = Trainer(cfg)
     stats = tr.train_step(render_batch(cfg, 0))
     assert "hessian" in stats and math.isfinite(stats["hessian"]) and stats["hessian"] > 0
+    later = tr.train_step(render_batch(cfg, 1))          # no penalty this step: its last value is reported
+    assert later["hessian"] == stats["hessian"] and later["r1"] == stats["r1"]
 
 
 def test_device_renders_match_the_cpu_renders():

@@ -184,6 +184,7 @@ class Trainer:
         self.step = 0
         self.images = 0                                  # images shown so far (batches may change on resume)
         self.pl_mean = torch.zeros([], device=self.device)
+        self.lazy_stats: dict[str, float] = {}          # the lazy regularisers' last values, in every step's stats
 
     @property
     def nimg(self) -> int:
@@ -216,9 +217,9 @@ class Trainer:
         loss_g.backward()
         stats["loss_g"] = loss_g.item()
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
-            stats["pl"] = self._path_length(gen)
+            self.lazy_stats["pl"] = self._path_length(gen)
         if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
-            stats["hessian"] = self._hessian(gen)
+            self.lazy_stats["hessian"] = self._hessian(gen)
         self.opt_g.step()
 
         # Discriminator: logistic loss, lazy R1 on reals.
@@ -235,7 +236,7 @@ class Trainer:
             (grad,) = torch.autograd.grad(logits_real.sum(), real_in, create_graph=True)
             r1 = grad.square().sum(dim=[1, 2, 3]).mean()
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
-            stats["r1"] = r1.item()
+            self.lazy_stats["r1"] = r1.item()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -245,7 +246,7 @@ class Trainer:
         self.step += 1
         self.images += cfg.batch
         self._update_ema()
-        return stats
+        return {**stats, **self.lazy_stats}
 
     def _path_length(self, gen: torch.Generator) -> float:
         cfg = self.cfg
