@@ -22,7 +22,8 @@ machine, the milliseconds are not.
 from the first one whose styles change (only its ToRGB when only the ToRGB style changed). Printed per
 row: measured time / full pass (median of paired rounds) next to the FLOP share of the recomputed layers,
 counted analytically from the config (`interp.models.stylegan2.layer_flops`), and next to their time
-share: 1 - (time of the layers the edit skips, run alone) / full pass. The FLOP share predicts the time
+share: the time of the same layers run alone, without a cache, from the features before them / full pass
+(so "measured / time share - 1" is what the cache machinery adds or saves). The FLOP share predicts the time
 only where every layer runs at the same speed; the speed of each block (GFLOP/s, measured alone) is
 printed too: on a CPU the narrow high-resolution layers run well below the wide low-resolution ones.
 """
@@ -267,8 +268,7 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
                 print(f"     row {k}: the cache reused other blocks than expected")
             t_edit, t_full, ratios = paired(edit, full, n)
             measured = statistics.median(ratios)
-            skipped = prefix(G, ws, first)
-            time_share = 1 - statistics.median(paired(skipped, full, n)[2])
+            time_share = statistics.median(paired(suffix(G, ws, k, first), full, n)[2])
             rel, rel_time = measured / share - 1, measured / time_share - 1
             worst[f"{res}px row {k}"] = rel
             worst_time[f"{res}px row {k}"] = rel_time
@@ -282,25 +282,33 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
               + "".join(f"\n  {k}: {v:+.0%}" for k, v in off.items()))
 
 
-def prefix(G: Generator, ws: torch.Tensor, first: str) -> Callable[[], object]:
-    """The work an edit recomputing from layer ``first`` skips, run alone: the styles of the rows before it
-    and every layer before ``first`` (the same block calls as a full pass)."""
+def suffix(G: Generator, ws: torch.Tensor, k: int, first: str) -> Callable[[], object]:
+    """The work an edit of rows >= ``k`` recomputing from layer ``first`` does, run alone without a cache: the
+    styles of rows >= k and every layer from ``first`` on, from the features and image computed before it."""
     blocks = G.synthesis.blocks()
-    names = list(G.ws_index)
-    rows = sorted({G.ws_index[n] for n in names[:names.index(first)]})
+    styles = G.synthesis.styles(ws)
+    changed = [n for n in G.ws_index if G.ws_index[n] >= k]
+    x = img = None
+    start = 0
+    for i, block in enumerate(blocks):                       # the state before `first`, computed once
+        names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+        if first in names:
+            start = i
+            if first.endswith("torgb"):
+                x = block.features(x, [styles[n] for n in names[:-1]], "const")
+            break
+        x = block.features(x, [styles[n] for n in names[:-1]], "const")
+        img = block.to_image(x, img, styles[names[-1]])
 
     def run() -> None:
-        styles = {n: G.synthesis.layer(n).affine(ws[:, G.ws_index[n]])
-                  for n in names[:names.index(first)] if G.ws_index[n] in rows}
-        x = img = None
-        for block in blocks:
-            block_names = [f"b{block.resolution}.{n}" for n in block.layer_names]
-            if first in block_names:
-                if first.endswith("torgb"):
-                    block.features(x, [styles[n] for n in block_names[:-1]], "const")
-                return
-            x = block.features(x, [styles[n] for n in block_names[:-1]], "const")
-            img = block.to_image(x, img, styles[block_names[-1]])
+        fresh = dict(styles, **{n: G.synthesis.layer(n).affine(ws[:, G.ws_index[n]]) for n in changed})
+        y, out = x, img
+        for i, block in enumerate(blocks[start:], start):
+            names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+            if not (i == start and first.endswith("torgb")):
+                y = block.features(y, [fresh[n] for n in names[:-1]], "const")
+            out = block.to_image(y, out, fresh[names[-1]])
+        out.contiguous()
 
     return run
 
