@@ -443,6 +443,7 @@ def test_invert_a_photo_edit_it_elsewhere_and_reopen_the_recipe(page, tmp_path):
 
     panel.get_by_role("button", name="Invert", exact=True).click()
     panel.get_by_text(re.compile(r"PSNR [\d.]+ dB, SSIM [\d.]+ against the upload")).first.wait_for()
+    panel.locator("img[data-testid='imageslider-image'][src]").nth(1).wait_for()   # may render after the text
     assert len(_compare_srcs(page)) == 2                                   # before / after
     before = _pixels_of(page, _compare_srcs(page)[0])
     assert before.shape[:2] == (256, 256)                                  # shown enlarged, nearest neighbour
