@@ -217,11 +217,16 @@ def opt_ins(G: Generator, ws: torch.Tensor, official: Callable[[], object], t_nv
 # --edit-cost: an edit's time vs the FLOP share of the layers it recomputes
 
 
+def _names(block) -> list[str]:
+    """The block's style layer names as in ``G.ws_index`` ("b64.conv0", "b64.conv1", "b64.torgb")."""
+    return [f"b{block.resolution}.{n}" for n in block.layer_names]
+
+
 def recomputed_from(G: Generator, k: int) -> str:
     """The first layer an edit of ws rows >= k recomputes (SynthesisCache semantics): the whole block whose
     conv styles change, or only the ToRGB of the block before it when just its ToRGB style reads row k."""
     for block in G.synthesis.blocks():
-        names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+        names = _names(block)
         if any(G.ws_index[n] >= k for n in names[:-1]):
             return names[0]
         if G.ws_index[names[-1]] >= k:
@@ -291,7 +296,7 @@ def suffix(G: Generator, ws: torch.Tensor, k: int, first: str) -> Callable[[], o
     x = img = None
     start = 0
     for i, block in enumerate(blocks):                       # the state before `first`, computed once
-        names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+        names = _names(block)
         if first in names:
             start = i
             if first.endswith("torgb"):
@@ -304,7 +309,7 @@ def suffix(G: Generator, ws: torch.Tensor, k: int, first: str) -> Callable[[], o
         fresh = dict(styles, **{n: G.synthesis.layer(n).affine(ws[:, G.ws_index[n]]) for n in changed})
         y, out = x, img
         for i, block in enumerate(blocks[start:], start):
-            names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+            names = _names(block)
             if not (i == start and first.endswith("torgb")):
                 y = block.features(y, [fresh[n] for n in names[:-1]], "const")
             out = block.to_image(y, out, fresh[names[-1]])
@@ -319,7 +324,7 @@ def block_speed(G: Generator, ws: torch.Tensor, flops: dict[str, int], rounds: i
     x = img = None
     cells = []
     for block in G.synthesis.blocks():
-        names = [f"b{block.resolution}.{n}" for n in block.layer_names]
+        names = _names(block)
         block_styles = [styles[n] for n in names]
         run = lambda b=block, x=x, img=img, s=block_styles: b(x, img, s, "const")         # noqa: E731
         t = timeit(run, rounds)
