@@ -375,13 +375,20 @@ class LayerTally:
         n, c, h, w = act.shape
         H, W = labels.shape[-2:]
         onehot = F.one_hot(labels, self.parts).permute(0, 3, 1, 2).to(act.dtype)   # [N, P, H, W]
-        # Bilinear upsampling (as F.interpolate, align_corners=False) as two small matmuls: 3x faster on CPU.
-        up = act if (h, w) == (H, W) else \
-            _upsample_matrix(h, H, act) @ act @ _upsample_matrix(w, W, act).T        # [N, C, H, W]
-        on = up.sub_(self.thresholds.view(1, -1, 1, 1)).gt_(0) if up is not act else \
-            (act > self.thresholds.view(1, -1, 1, 1)).to(act.dtype)                  # 1.0 where the unit is on
-        self.inter += _cpu64(torch.bmm(on.flatten(2), onehot.flatten(2).transpose(1, 2)).sum(0))   # [C, P]
-        self.on += _cpu64(on.sum(dim=(0, 2, 3)))
+        pixels = onehot.flatten(2).transpose(1, 2)                                 # [N, HW, P]
+        thresholds = self.thresholds.view(-1, 1, 1)
+        same = (h, w) == (H, W)
+        if not same:   # bilinear upsampling (F.interpolate's, align_corners=False) as two small matmuls: 3x faster
+            rows, cols = _upsample_matrix(h, H, act), _upsample_matrix(w, W, act).T
+        # A few samples at a time on the CPU, so that the upsampled maps stay in the cache (2.5x faster there).
+        step = n if act.device.type != "cpu" else max(1, _COUNT_CHUNK // (c * H * W))
+        inter = torch.zeros(c, self.parts, dtype=act.dtype, device=act.device)
+        for s in range(0, n, step):
+            a = act[s:s + step]
+            up = a - thresholds if same else (rows @ a @ cols).sub_(thresholds)
+            inter += torch.bmm(up.gt_(0).flatten(2), pixels[s:s + step]).sum(0)     # [C, P]: unit on and part there
+        self.inter += _cpu64(inter)
+        self.on += _cpu64(inter.sum(1))                    # every pixel has one part: exact (sums of 0/1 < 2^24)
         self.area += _cpu64(onehot.sum(dim=(0, 2, 3)))
         cover = _cell_cover(onehot, h, w)                                        # [N, P, h, w]
         self.sum_in += _cpu64(torch.einsum("ncx,npx->cp", act.flatten(2), cover.flatten(2)))
@@ -425,6 +432,7 @@ def _upsample_matrix(size: int, out: int, like: Tensor) -> Tensor:
 
 
 _UPSAMPLE: dict[tuple, Tensor] = {}
+_COUNT_CHUNK = 1 << 19          # float32 values of upsampled maps per step on the CPU: 2 MiB
 
 
 def quantile_rank(q: float, m: int) -> int:
