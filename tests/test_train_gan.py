@@ -33,6 +33,15 @@ def test_one_step_trains_and_is_finite():
     assert torch.equal(after["G_ema.mapping.w_avg"], after["G.mapping.w_avg"])
 
 
+def test_path_length_mean_starts_at_the_first_measurement():
+    tr = Trainer(TINY)
+    stats = tr.train_step(render_batch(TINY, 0))                  # step 0 measures the path lengths
+    assert stats["pl"] > 0 and float(tr.pl_mean) == pytest.approx(stats["pl"], rel=1e-6)
+    tr.train_step(render_batch(TINY, 1))
+    third = tr.train_step(render_batch(TINY, 2))                  # then a running mean (lerp 0.01)
+    assert float(tr.pl_mean) == pytest.approx(stats["pl"] + 0.01 * (third["pl"] - stats["pl"]), rel=1e-5)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     straight = Trainer(TINY)
     for step in range(3):

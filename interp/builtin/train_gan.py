@@ -257,7 +257,10 @@ class Trainer:
         noise = torch.randn(img.shape, generator=gen).to(self.device) / math.sqrt(img.shape[2] * img.shape[3])
         (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
-        self.pl_mean = self.pl_mean.lerp(lengths.mean().detach(), 0.01)
+        # The running mean starts at the first measurement (NVIDIA's starts at 0, which for a fine-tune of a
+        # trained generator means a large pull towards short paths for the first few hundred steps).
+        first = bool(self.pl_mean == 0)                # 0 until measured (lengths are > 0); saved in state.pt
+        self.pl_mean = lengths.mean().detach() if first else self.pl_mean.lerp(lengths.mean().detach(), 0.01)
         loss = (lengths - self.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_every
         loss.backward()
         return lengths.mean().item()
