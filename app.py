@@ -12,7 +12,8 @@ INTERP_MODELS environment variable) --queue-size (pending requests before new on
 --max-file-size (largest upload, e.g. 20mb; larger ones are refused) --no-preload (skip the
 background download of the registry entries marked "preload", which otherwise starts at once;
 the page shows which of them are ready). INTERP_TRIM_MEMORY_S: seconds between handing freed
-memory back to the OS (glibc malloc_trim; default 10, 0: off).
+memory back to the OS (glibc malloc_trim; default 10, 0: off). INTERP_RENDER_CACHE_MB: memory all
+visitors' incremental-render caches may hold together (default 1024; the least recently used are emptied).
 
 The app starts offline even when no checkpoint exists; the model picker then says which
 model is missing and how to add one.  Tabs live in demos/ (registry: demos.TABS).
@@ -42,6 +43,7 @@ import demos.current
 from demos.common import (AppContext, guard_number_inputs, model_choices, preload_markdown, preload_pending,
                           public_text)
 from interp import devices
+from interp.edit import render_cache_budget
 from interp.zoo import REGISTRY_PATH, Zoo
 
 DEFAULT_QUEUE_SIZE = 32
@@ -212,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         zoo.start_preload()  # a daemon thread; the page shows which models are ready
     demo = build_demo(zoo, device)
     configure_queue(demo, args.queue_size)
+    try:
+        render_cache_budget()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     start_memory_trim()
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
                 max_file_size=args.max_file_size, theme=gr.themes.Soft(), css=CSS)

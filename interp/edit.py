@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -74,10 +76,12 @@ __all__ = [
     "apply_styles",
     "apply_ws",
     "apply_z",
+    "enforce_cache_budget",
     "latent_dim",
     "layer_rows",
     "projection_stds",
     "render",
+    "render_cache_budget",
     "resolve_layers",
     "rows_text",
     "sample_latents",
@@ -577,6 +581,10 @@ class RenderSession:
 
     Keep one per browser session (``gr.State``); successive renders that differ only in late layers
     (a slider on fine rows, a brush at 32x32) re-run only those layers.
+
+    The caches of all sessions share one memory budget (``INTERP_RENDER_CACHE_MB``, default 1024; a
+    1024x1024 generator's cache holds 267 MB of features). Past it, the caches of the sessions
+    that rendered least recently are emptied: their next render is a full pass, with the same result.
     """
 
     def __init__(self) -> None:
@@ -584,6 +592,8 @@ class RenderSession:
         self.cache = SynthesisCache()
         self.last_image: Tensor | None = None
         self.last_ms: float = 0.0
+        self.last_used = 0.0
+        _SESSIONS.add(self)
 
     def render(self, G: Generator, latent: Latent, edits: Sequence[AnyEdit] = ()) -> Tensor:
         with self.lock:
@@ -591,7 +601,52 @@ class RenderSession:
             img = render(G, latent, edits, cache=self.cache).cpu()
             self.last_ms = (time.perf_counter() - t0) * 1000
             self.last_image = img
+            self.last_used = time.monotonic()
+        enforce_cache_budget()
         return img
+
+    def cache_bytes(self) -> int:
+        """Bytes of the tensors this session's synthesis cache holds."""
+        c = self.cache
+        tensors = [c.ws, *c.styles.values()] + [t for e in c.entries for t in (*e.conv_styles, e.rgb_style, e.x, e.img)]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+_SESSIONS: "weakref.WeakSet[RenderSession]" = weakref.WeakSet()
+_BUDGET_LOCK = threading.Lock()
+
+
+def render_cache_budget() -> int:
+    """Bytes all render sessions' caches may hold together (``INTERP_RENDER_CACHE_MB``, default 1024)."""
+    raw = os.environ.get("INTERP_RENDER_CACHE_MB", "1024")
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not (math.isfinite(mb) and mb >= 0):
+        raise ValueError(f"INTERP_RENDER_CACHE_MB must be a number of megabytes >= 0, got {raw!r}")
+    return int(mb * 2**20)
+
+
+def enforce_cache_budget(budget: int | None = None) -> int:
+    """Empty the caches of the least recently used render sessions until all of them together hold at most
+    ``budget`` bytes (default :func:`render_cache_budget`). A session that is rendering is skipped.
+    Returns the bytes held afterwards."""
+    budget = render_cache_budget() if budget is None else budget
+    with _BUDGET_LOCK:
+        sessions = sorted(_SESSIONS, key=lambda s: s.last_used)
+        sizes = [s.cache_bytes() for s in sessions]
+        total = sum(sizes)
+        for session, size in zip(sessions, sizes):
+            if total <= budget:
+                break
+            if size and session.lock.acquire(blocking=False):
+                try:
+                    session.cache.clear()
+                    total -= size
+                finally:
+                    session.lock.release()
+    return total
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -220,6 +220,42 @@ def test_unit_edits_apply_inside_the_mask_and_reuse_the_cache(tiny_generator):
     assert not any(m._forward_hooks for m in G.modules())     # hooks are always removed
 
 
+def test_render_caches_share_one_budget(tiny_generator, monkeypatch):
+    import weakref
+
+    from interp import edit
+
+    monkeypatch.setattr(edit, "_SESSIONS", weakref.WeakSet())        # only this test's sessions
+    G = tiny_generator
+    latents = [Latent.from_seed(G, "tiny32", seed, 1.0) for seed in (1, 2, 3)]
+    monkeypatch.setenv("INTERP_RENDER_CACHE_MB", "1024")
+    sessions = [RenderSession() for _ in latents]
+    with torch.no_grad():
+        first = [s.render(G, lat) for s, lat in zip(sessions, latents)]
+    size = sessions[0].cache_bytes()
+    assert size > 0 and all(s.cache_bytes() == size for s in sessions)
+    assert edit.enforce_cache_budget() == 3 * size                  # under the budget: nothing emptied
+
+    # Room for two caches: the session that rendered least recently is emptied first.
+    assert edit.enforce_cache_budget(2 * size) == 2 * size
+    assert [s.cache_bytes() for s in sessions] == [0, size, size]
+    with sessions[1].lock:                                          # a session that is rendering is skipped
+        assert edit.enforce_cache_budget(size) == size
+    assert [s.cache_bytes() for s in sessions] == [0, size, 0]
+    with torch.no_grad():                                           # an emptied session renders the same image
+        assert torch.equal(sessions[0].render(G, latents[0]), first[0])
+    assert sessions[0].cache_bytes() == size
+
+    monkeypatch.setenv("INTERP_RENDER_CACHE_MB", "0")              # no room: every render empties the others
+    with torch.no_grad():
+        sessions[2].render(G, latents[2])
+    assert sum(s.cache_bytes() for s in sessions) == 0
+    for bad in ("lots", "-5", "nan"):
+        monkeypatch.setenv("INTERP_RENDER_CACHE_MB", bad)
+        with pytest.raises(ValueError, match="INTERP_RENDER_CACHE_MB must be a number of megabytes >= 0"):
+            edit.render_cache_budget()
+
+
 def test_z_edits_need_a_seed_latent(tiny_generator):
     G = tiny_generator
     e = DirectionEdit(torch.randn(G.z_dim), "z", tuple(range(G.num_ws)), 1.0)
