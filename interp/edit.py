@@ -45,6 +45,7 @@ for bit.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -64,6 +65,7 @@ from interp import nethook
 from interp.models.stylegan2 import Generator, SynthesisCache
 
 __all__ = [
+    "PRECISIONS",
     "PRESETS",
     "SPACES",
     "UNIT_MODES",
@@ -81,7 +83,10 @@ __all__ = [
     "layer_rows",
     "projection_stds",
     "render",
+    "preview_precision",
     "render_cache_budget",
+    "render_copy",
+    "resolve_precision",
     "resolve_layers",
     "rows_text",
     "sample_latents",
@@ -410,7 +415,7 @@ def _unit_hook(edit: UnitEdit, owner: int):
     # Hooks live on the shared generator: only the thread that installed one applies it, so concurrent
     # renders of other users on the same model are untouched (their cache only skips the hooked blocks).
     def hook(output: Tensor) -> Tensor | None:
-        return edit.apply(output) if threading.get_ident() == owner else None
+        return edit.apply(output).to(output.dtype) if threading.get_ident() == owner else None
     return hook
 
 
@@ -434,10 +439,11 @@ def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise
                   cache: SynthesisCache | None = None) -> Tensor:
     """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
     traces = _unit_traces(G, edits)
-    ws = apply_ws(ws, edits)
+    ws = apply_ws(ws, edits).to(_dtype(G))
     try:
         if _active(edits, "s"):
-            return G.synthesis_from_styles(apply_styles(G, G.styles(ws), edits), noise_mode=noise_mode, cache=cache)
+            return G.synthesis_from_styles(_as(apply_styles(G, G.styles(ws), edits), G), noise_mode=noise_mode,
+                                           cache=cache)
         return G.synthesis(ws, noise_mode=noise_mode, cache=cache)
     finally:
         for t in traces:
@@ -457,10 +463,21 @@ def synthesize_styles(G: Generator, ws: Tensor, styles: dict[str, Tensor], edits
         if _active(edits, "w"):
             before, after = G.styles(ws), G.styles(apply_ws(ws, edits))
             styles = {name: s + (after[name] - before[name]) for name, s in styles.items()}
-        return G.synthesis_from_styles(apply_styles(G, styles, edits), noise_mode=noise_mode, cache=cache)
+        return G.synthesis_from_styles(_as(apply_styles(G, styles, edits), G), noise_mode=noise_mode, cache=cache)
     finally:
         for t in traces:
             t.close()
+
+
+def _dtype(G: Generator) -> torch.dtype:
+    """The dtype G computes in: float32, or a low-precision copy's (see :func:`render_copy`)."""
+    return G.mapping.w_avg.dtype
+
+
+def _as(styles: dict[str, Tensor], G: Generator) -> dict[str, Tensor]:
+    """Styles in G's dtype (edits add float32 offsets); the synthesis computes in the styles' dtype."""
+    dtype = _dtype(G)
+    return {name: s.to(dtype) for name, s in styles.items()}
 
 
 def synthesize(G: Generator, z: Tensor, edits: Sequence[AnyEdit] = (), truncation_psi: float = 1.0,
@@ -570,10 +587,70 @@ def render(G: Generator, latent: Latent, edits: Sequence[AnyEdit] = (), noise_mo
         img = synthesize(G, z, edits, float(latent.origin.get("psi", 1.0)), noise_mode, cache)
     else:
         img = synthesize_ws(G, latent.ws[None].to(device), edits, noise_mode, cache)
+    img = img.float()                                                     # a bfloat16 copy's image too
     if not torch.isfinite(img).all():
         raise ValueError("the image came out as NaN / infinity: the latent or an edit's strength is far outside what "
                          "the model can render; undo the last edit or use a smaller strength")
     return img
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` itself, or for "auto" bfloat16 where the hardware runs it natively (recent x86 CPUs with
+    AVX-512 BF16 / AMX, CUDA GPUs that support it), else float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu":
+        try:
+            return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+        except (AttributeError, RuntimeError):
+            return "float32"
+    return "float32"
+
+
+_FAST: dict[tuple[str, str, str], Generator] = {}
+_FAST_LOCK = threading.Lock()
+
+
+def render_copy(G: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """G itself (float32), or a frozen low-precision copy of it (channels-last on CPU); memoised (2 entries)."""
+    if precision == "float32" or not isinstance(G, Generator):
+        return G
+    from interp import diskcache
+
+    device = G.mapping.w_avg.device
+    key = (diskcache.model_hash(G), str(device), precision)
+    with _FAST_LOCK:
+        hit = _FAST.get(key)
+    if hit is not None:
+        return hit
+    fast = Generator(copy.deepcopy(G.config))
+    fast.load_state_dict(G.state_dict())
+    fast = fast.to(device, getattr(torch, precision)).eval().requires_grad_(False)
+    if device.type == "cpu":
+        fast = fast.to(memory_format=torch.channels_last)                 # oneDNN's fast layout
+    with _FAST_LOCK:
+        while len(_FAST) >= 2:
+            _FAST.pop(next(iter(_FAST)))
+        _FAST[key] = fast
+    return fast
+
+
+def preview_precision() -> str:
+    """The precision of the tabs' interactive renders (``INTERP_RENDER_PRECISION``: float32, the default,
+    bfloat16 or auto). bfloat16 renders large models 1.6-3.9x faster on CPUs with AMX, with an image error
+    of about 0.25 % of the range on average (README "Speed"); methods (inversion, directions, scores) stay
+    float32."""
+    raw = os.environ.get("INTERP_RENDER_PRECISION", "float32").strip().lower()
+    if raw not in PRECISIONS:
+        raise ValueError(f"INTERP_RENDER_PRECISION must be one of {', '.join(PRECISIONS)}, got {raw!r}")
+    return raw
 
 
 class RenderSession:
@@ -598,7 +675,8 @@ class RenderSession:
     def render(self, G: Generator, latent: Latent, edits: Sequence[AnyEdit] = ()) -> Tensor:
         with self.lock:
             t0 = time.perf_counter()
-            img = render(G, latent, edits, cache=self.cache).cpu()
+            shown = render_copy(G, resolve_precision(preview_precision(), G.mapping.w_avg.device))
+            img = render(shown, latent, edits, cache=self.cache).cpu()
             self.last_ms = (time.perf_counter() - t0) * 1000
             self.last_image = img
             self.last_used = time.monotonic()

@@ -256,6 +256,37 @@ def test_render_caches_share_one_budget(tiny_generator, monkeypatch):
             edit.render_cache_budget()
 
 
+def test_previews_in_bfloat16_are_close_to_float32(tiny_generator, monkeypatch):
+    from interp import edit
+
+    G = tiny_generator
+    latent = Latent.from_seed(G, "tiny32", 7, 0.7)
+    mask = torch.zeros(32, 32)
+    mask[8:24, 8:24] = 1.0
+    rows = layer_rows(G, "middle")
+    s_dim = sum(edit.style_sizes(G)[i] for i, n in enumerate(G.style_layers) if n in style_layers_for_rows(G, rows))
+    stacks = [[], [DirectionEdit(torch.randn(G.w_dim), "w", rows, 1.0, std=1.0)],
+              [DirectionEdit(torch.randn(s_dim), "s", rows, 1.0, std=1.0), UnitEdit("b8.conv1", (0, 1), mask, "remove")]]
+    with torch.no_grad():
+        exact = [render(G, latent, edits) for edits in stacks]
+        monkeypatch.setenv("INTERP_RENDER_PRECISION", "bfloat16")
+        session = RenderSession()
+        for edits, ref in zip(stacks, exact):
+            img = session.render(G, latent, edits)
+            assert img.dtype == torch.float32 and img.shape == ref.shape
+            err = (img - ref).abs()
+            scale = ref.abs().max()
+            assert 0 < err.max() < 0.05 * scale and err.mean() < 0.01 * scale      # bfloat16: close, not equal
+    assert next(G.parameters()).dtype == torch.float32                            # the model itself is untouched
+    assert edit.render_copy(G, "bfloat16") is edit.render_copy(G, "bfloat16")     # one copy per model
+    monkeypatch.setenv("INTERP_RENDER_PRECISION", "float32")
+    with torch.no_grad():
+        assert torch.equal(RenderSession().render(G, latent, stacks[1]), exact[1])
+    monkeypatch.setenv("INTERP_RENDER_PRECISION", "half")
+    with pytest.raises(ValueError, match="INTERP_RENDER_PRECISION must be one of auto, float32, bfloat16"):
+        edit.preview_precision()
+
+
 def test_z_edits_need_a_seed_latent(tiny_generator):
     G = tiny_generator
     e = DirectionEdit(torch.randn(G.z_dim), "z", tuple(range(G.num_ws)), 1.0)

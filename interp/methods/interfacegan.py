@@ -60,11 +60,9 @@ latent distance.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import threading
 import time
 import warnings
 import weakref
@@ -78,7 +76,8 @@ from torch import Tensor
 
 from interp import diskcache
 from interp.directions import DirectionSet, load_directions, save_directions
-from interp.edit import DirectionEdit, apply_styles, apply_ws, apply_z, sample_latents
+from interp.edit import (PRECISIONS, DirectionEdit, apply_styles, apply_ws, apply_z, render_copy,
+                         resolve_precision, sample_latents)
 from interp.models.stylegan2 import Generator
 
 __all__ = [
@@ -114,7 +113,6 @@ __all__ = [
 
 SPACES = ("z", "w", "w+", "s")
 KINDS = ("continuous", "binary", "categorical")
-PRECISIONS = ("auto", "float32", "bfloat16")
 MIN_PER_SIDE = 10          # fewest samples per side (top / bottom) a boundary is trained on
 SCORE_CACHE = "interfacegan-scores"
 BOUNDARY_CACHE = "interfacegan-boundaries"
@@ -355,47 +353,6 @@ def _score_batch(scorer: Scorer, images: Tensor | None, ws: Tensor) -> dict[str,
 # Fast rendering for scoring
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu":
-        try:
-            return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
-        except (AttributeError, RuntimeError):
-            return "float32"
-    return "float32"
-
-
-_FAST: dict[tuple[str, str, str], Generator] = {}
-_FAST_LOCK = threading.Lock()
-
-
-def _render_copy(G: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """G itself (float32), or a frozen low-precision copy of it (channels-last on CPU); memoised (2 entries)."""
-    if precision == "float32" or not isinstance(G, Generator):
-        return G
-    device = G.mapping.w_avg.device
-    key = (diskcache.model_hash(G), str(device), precision)
-    with _FAST_LOCK:
-        hit = _FAST.get(key)
-    if hit is not None:
-        return hit
-    fast = Generator(copy.deepcopy(G.config))
-    fast.load_state_dict(G.state_dict())
-    fast = fast.to(device, getattr(torch, precision)).eval().requires_grad_(False)
-    if device.type == "cpu":
-        fast = fast.to(memory_format=torch.channels_last)                 # oneDNN's fast layout
-    with _FAST_LOCK:
-        while len(_FAST) >= 2:
-            _FAST.pop(next(iter(_FAST)))
-        _FAST[key] = fast
-    return fast
-
-
 def _images(G: Generator, fast: torch.nn.Module, ws: Tensor, edits: Sequence[DirectionEdit] = ()) -> Tensor:
     """Images [N, 3, H, W] float32 of ws (W edits already applied) with the S edits, rendered by ``fast``."""
     if fast is G and not hasattr(G, "styles"):                            # stand-in generators: plain synthesis
@@ -538,7 +495,7 @@ def score_latents(G: Generator, scorer: Scorer, z: Tensor, psi: float, batch: in
 @torch.no_grad()
 def _score_all(G: Generator, scorer: Scorer, z: Tensor, psi: float, batch: int, precision: str,
                progress: Progress | None, what: str = "samples") -> dict[str, Tensor]:
-    fast = _render_copy(G, precision) if scorer.needs_images else G
+    fast = render_copy(G, precision) if scorer.needs_images else G
     n, parts, t0 = z.shape[0], [], time.perf_counter()
     for start in range(0, n, batch):
         zb = z[start:start + batch]
@@ -561,7 +518,7 @@ def score_entry(G: Generator, scorer: Scorer, n: int, seed: int = 0, psi: float 
     n = _positive_int(n, "n (number of samples)", 2)
     psi = _check_psi(psi)
     device = G.mapping.w_avg.device
-    precision = _resolve_precision(precision, device) if scorer.needs_images else "float32"
+    precision = resolve_precision(precision, device) if scorer.needs_images else "float32"
     mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
     params = {"v": CACHE_VERSION, "scorer": scorer.id, "n": n, "seed": int(seed), "psi": psi, "precision": precision}
     key = diskcache.make_key(mh, params) if mh else ""
@@ -613,7 +570,7 @@ def estimate_seconds(G: Generator, scorer: Scorer, n: int, batch: int = 32, prec
     n = _positive_int(n, "n (number of samples)", 1)
     batch = _positive_int(batch, "batch")
     z = G.sample_z(min(batch, n), 12345)
-    precision = _resolve_precision(precision, G.mapping.w_avg.device) if scorer.needs_images else "float32"
+    precision = resolve_precision(precision, G.mapping.w_avg.device) if scorer.needs_images else "float32"
     _score_all(G, scorer, z[:2], 1.0, batch, precision, None)            # warm up (render copy, kernels)
     t0 = time.perf_counter()
     _score_all(G, scorer, z, 1.0, batch, precision, None)
@@ -1083,8 +1040,8 @@ def verify(G: Generator, direction: Boundary | DirectionEdit, scorer: Scorer, n:
     if not min_effect >= 0:
         raise ValueError(f"min_effect must be >= 0, got {min_effect!r}")
     values = _check_strengths(strengths)
-    precision = _resolve_precision(precision, G.mapping.w_avg.device) if scorer.needs_images else "float32"
-    fast = _render_copy(G, precision) if scorer.needs_images else G
+    precision = resolve_precision(precision, G.mapping.w_avg.device) if scorer.needs_images else "float32"
+    fast = render_copy(G, precision) if scorer.needs_images else G
     z = G.sample_z(n, int(seed))
     per = {c: torch.zeros(len(values), n) for c in kinds}                  # {column: [S, n]}
     total, done = len(values) * n, 0
