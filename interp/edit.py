@@ -439,7 +439,8 @@ def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise
                   cache: SynthesisCache | None = None) -> Tensor:
     """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
     traces = _unit_traces(G, edits)
-    ws = apply_ws(ws, edits).to(_dtype(G))
+    ws = apply_ws(ws, edits)
+    ws = ws if _low_precision(G) is None else ws.to(_low_precision(G))
     try:
         if _active(edits, "s"):
             return G.synthesis_from_styles(_as(apply_styles(G, G.styles(ws), edits), G), noise_mode=noise_mode,
@@ -469,15 +470,17 @@ def synthesize_styles(G: Generator, ws: Tensor, styles: dict[str, Tensor], edits
             t.close()
 
 
-def _dtype(G: Generator) -> torch.dtype:
-    """The dtype G computes in: float32, or a low-precision copy's (see :func:`render_copy`)."""
-    return G.mapping.w_avg.dtype
+def _low_precision(G: Generator) -> torch.dtype | None:
+    """The dtype of a low-precision copy of G (see :func:`render_copy`); None for a float32 model."""
+    w_avg = getattr(getattr(G, "mapping", None), "w_avg", None)
+    return w_avg.dtype if isinstance(w_avg, Tensor) and w_avg.dtype != torch.float32 else None
 
 
 def _as(styles: dict[str, Tensor], G: Generator) -> dict[str, Tensor]:
-    """Styles in G's dtype (edits add float32 offsets); the synthesis computes in the styles' dtype."""
-    dtype = _dtype(G)
-    return {name: s.to(dtype) for name, s in styles.items()}
+    """Styles in a low-precision copy's dtype (edits add float32 offsets; the synthesis computes in the dtype
+    of its styles)."""
+    dtype = _low_precision(G)
+    return styles if dtype is None else {name: s.to(dtype) for name, s in styles.items()}
 
 
 def synthesize(G: Generator, z: Tensor, edits: Sequence[AnyEdit] = (), truncation_psi: float = 1.0,
