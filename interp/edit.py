@@ -78,16 +78,17 @@ __all__ = [
     "apply_styles",
     "apply_ws",
     "apply_z",
+    "cast_styles",
     "enforce_cache_budget",
     "latent_dim",
     "layer_rows",
     "projection_stds",
-    "render",
     "preview_precision",
+    "render",
     "render_cache_budget",
     "render_copy",
-    "resolve_precision",
     "resolve_layers",
+    "resolve_precision",
     "rows_text",
     "sample_latents",
     "split_styles",
@@ -439,12 +440,12 @@ def synthesize_ws(G: Generator, ws: Tensor, edits: Sequence[AnyEdit] = (), noise
                   cache: SynthesisCache | None = None) -> Tensor:
     """Image [N, 3, H, W] of ``ws`` [N, num_ws, w_dim] after the W, S and unit edits (z edits are refused)."""
     traces = _unit_traces(G, edits)
-    ws = apply_ws(ws, edits)
-    ws = ws if _low_precision(G) is None else ws.to(_low_precision(G))
+    ws, dtype = apply_ws(ws, edits), _low_precision(G)
+    ws = ws if dtype is None else ws.to(dtype)               # the synthesis computes in the dtype of its styles
     try:
         if _active(edits, "s"):
-            return G.synthesis_from_styles(_as(apply_styles(G, G.styles(ws), edits), G), noise_mode=noise_mode,
-                                           cache=cache)
+            return G.synthesis_from_styles(cast_styles(apply_styles(G, G.styles(ws), edits), G),
+                                           noise_mode=noise_mode, cache=cache)
         return G.synthesis(ws, noise_mode=noise_mode, cache=cache)
     finally:
         for t in traces:
@@ -464,7 +465,8 @@ def synthesize_styles(G: Generator, ws: Tensor, styles: dict[str, Tensor], edits
         if _active(edits, "w"):
             before, after = G.styles(ws), G.styles(apply_ws(ws, edits))
             styles = {name: s + (after[name] - before[name]) for name, s in styles.items()}
-        return G.synthesis_from_styles(_as(apply_styles(G, styles, edits), G), noise_mode=noise_mode, cache=cache)
+        return G.synthesis_from_styles(cast_styles(apply_styles(G, styles, edits), G), noise_mode=noise_mode,
+                                       cache=cache)
     finally:
         for t in traces:
             t.close()
@@ -476,7 +478,7 @@ def _low_precision(G: Generator) -> torch.dtype | None:
     return w_avg.dtype if isinstance(w_avg, Tensor) and w_avg.dtype != torch.float32 else None
 
 
-def _as(styles: dict[str, Tensor], G: Generator) -> dict[str, Tensor]:
+def cast_styles(styles: dict[str, Tensor], G: Generator) -> dict[str, Tensor]:
     """Styles in a low-precision copy's dtype (edits add float32 offsets; the synthesis computes in the dtype
     of its styles)."""
     dtype = _low_precision(G)

@@ -76,7 +76,7 @@ from torch import Tensor
 
 from interp import diskcache
 from interp.directions import DirectionSet, load_directions, save_directions
-from interp.edit import (PRECISIONS, DirectionEdit, apply_styles, apply_ws, apply_z, render_copy,
+from interp.edit import (PRECISIONS, DirectionEdit, apply_styles, apply_ws, apply_z, cast_styles, render_copy,
                          resolve_precision, sample_latents)
 from interp.models.stylegan2 import Generator
 
@@ -358,10 +358,7 @@ def _images(G: Generator, fast: torch.nn.Module, ws: Tensor, edits: Sequence[Dir
     if fast is G and not hasattr(G, "styles"):                            # stand-in generators: plain synthesis
         return G.synthesis(ws, noise_mode="const")
     styles = apply_styles(G, G.styles(ws), edits)                         # float32 S, edits exact
-    if fast is not G:
-        dtype = next(fast.parameters()).dtype
-        styles = {k: v.to(dtype) for k, v in styles.items()}
-    return fast.synthesis_from_styles(styles, noise_mode="const").float()
+    return fast.synthesis_from_styles(cast_styles(styles, fast), noise_mode="const").float()
 
 
 def _edited_ws(G: Generator, z: Tensor, edits: Sequence[DirectionEdit], psi: float) -> Tensor:
