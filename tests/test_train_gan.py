@@ -33,6 +33,27 @@ def test_one_step_trains_and_is_finite():
     assert torch.equal(after["G_ema.mapping.w_avg"], after["G.mapping.w_avg"])
 
 
+def test_discriminator_warm_up_holds_the_generator():
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_warmup_kimg": 0.008})          # the first 8 images: 2 steps
+    tr = Trainer(cfg)
+    start = {k: v.clone() for k, v in _states(tr).items()}
+    for step in range(2):
+        stats = tr.train_step(render_batch(cfg, step))
+        assert "loss_g" not in stats and math.isfinite(stats["loss_d"])
+    held = {k: v.clone() for k, v in _states(tr).items()}
+    for k, v in held.items():
+        if k.startswith(("G.", "G_ema.")) and not k.endswith("w_avg"):
+            assert torch.equal(v, start[k]), k                                       # G and its EMA are held
+    assert not torch.equal(held["D.b16.conv0.weight"], start["D.b16.conv0.weight"])
+    assert not tr.d_warming_up and "loss_g" in tr.train_step(render_batch(cfg, 2))  # then both train
+    trained = _states(tr)
+    for prefix in ("G.", "G_ema."):
+        k = prefix + "synthesis.b16.conv1.weight"
+        assert not torch.equal(trained[k], held[k]), k
+    with pytest.raises(ValueError, match="d_warmup_kimg"):
+        TrainConfig(d_warmup_kimg=-1)
+
+
 def test_path_length_mean_starts_at_the_first_measurement():
     tr = Trainer(TINY)
     stats = tr.train_step(render_batch(TINY, 0))                  # step 0 measures the path lengths

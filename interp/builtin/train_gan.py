@@ -11,7 +11,8 @@ so a run interrupted and resumed from `state.pt` continues exactly as an uninter
 A resumed run may change its batch size and EMA half-life (`--config '{"batch": 64}'`), e.g. to
 go on with a larger batch on a GPU, where the faces are rendered on the device itself. A new run
 may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
-discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`).
+discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
+`"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
@@ -66,6 +67,8 @@ class TrainConfig:
     ema_rampup: float = 0.05                  # EMA half-life ramps up to ema_kimg over the first 1/rampup of images.
     amp: bool = False                         # bf16 autocast for the forward passes.
     seed: int = 0                             # Everything random derives from (seed, step).
+    d_warmup_kimg: float = 0.0                # First images of a run: train D only (G and G_ema held), e.g. a
+                                              # fresh D against a generator started with --init.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
@@ -73,6 +76,8 @@ class TrainConfig:
         if self.hessian_k < 2 or self.hessian_epsilon <= 0 or self.hessian_every < 1 or self.hessian_weight < 0:
             raise ValueError("the Hessian penalty needs hessian_k >= 2, hessian_epsilon > 0, hessian_every >= 1 and "
                              "hessian_weight >= 0")
+        if not self.d_warmup_kimg >= 0:
+            raise ValueError(f"d_warmup_kimg must be >= 0, got {self.d_warmup_kimg}")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
@@ -207,20 +212,9 @@ class Trainer:
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, 1))
         torch.manual_seed(step_seed(cfg.seed, self.step, 2))                # synthesis noise
         real = real.to(self.device)
-
-        # Generator: non-saturating logistic loss.
-        self.D.requires_grad_(False)
-        with self._autocast():
-            fake = self.G.synthesis(self._latents(gen), noise_mode="random")
-            loss_g = F.softplus(-self.D(fake).float()).mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        stats["loss_g"] = loss_g.item()
-        if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
-            self.lazy_stats["pl"] = self._path_length(gen)
-        if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
-            self.lazy_stats["hessian"] = self._hessian(gen)
-        self.opt_g.step()
+        warming_up = self.d_warming_up
+        if not warming_up:
+            self._generator_step(gen, stats)
 
         # Discriminator: logistic loss, lazy R1 on reals.
         self.D.requires_grad_(True)
@@ -245,8 +239,30 @@ class Trainer:
 
         self.step += 1
         self.images += cfg.batch
-        self._update_ema()
+        if not warming_up:
+            self._update_ema()
         return {**stats, **self.lazy_stats}
+
+    @property
+    def d_warming_up(self) -> bool:
+        """Whether this step trains D only (the run's first ``d_warmup_kimg`` thousand images)."""
+        return self.images < self.cfg.d_warmup_kimg * 1000
+
+    def _generator_step(self, gen: torch.Generator, stats: dict[str, float]) -> None:
+        """Non-saturating logistic loss, plus the lazy path-length and Hessian regularisers when due."""
+        cfg = self.cfg
+        self.D.requires_grad_(False)
+        with self._autocast():
+            fake = self.G.synthesis(self._latents(gen), noise_mode="random")
+            loss_g = F.softplus(-self.D(fake).float()).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        stats["loss_g"] = loss_g.item()
+        if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
+            self.lazy_stats["pl"] = self._path_length(gen)
+        if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
+            self.lazy_stats["hessian"] = self._hessian(gen)
+        self.opt_g.step()
 
     def _path_length(self, gen: torch.Generator) -> float:
         cfg = self.cfg
@@ -456,7 +472,8 @@ def main(argv: list[str] | None = None) -> None:
                              render_wait_s=prefetch.waited if prefetch else 0.0, time=time.time())
                 log.write(json.dumps(stats) + "\n")
                 log.flush()
-                bar.set_postfix(g=f"{stats['loss_g']:.2f}", d=f"{stats['loss_d']:.2f}", ips=f"{stats['img_s']:.0f}")
+                g = f"{stats['loss_g']:.2f}" if "loss_g" in stats else "held"         # D warm-up: G is held
+                bar.set_postfix(g=g, d=f"{stats['loss_d']:.2f}", ips=f"{stats['img_s']:.0f}")
             if crossed(args.save_every, before):
                 trainer.save(state_path)
             if crossed(args.snapshot_every, before):
