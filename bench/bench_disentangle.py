@@ -12,7 +12,8 @@ predictor on the same samples (the effect matrix: change of each true factor per
 - W axes: the mean purity of the 10 coordinate axes of W with the largest effect (the Hessian penalty
   acts on these axes, so its claim is tested there too).
 
-Purity is the dominant factor's share of a direction's total (absolute) effect.
+Purity is the dominant factor's share of a direction's total (absolute) effect. ``--plot DIR`` also saves
+each model's effect matrix of the top SeFa directions (all layers) as ``DIR/effects_<model>.png``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from interp.methods import effects, naming, sefa  # noqa: E402
 PRESETS = ("all", "coarse", "middle", "fine")
 
 
-def measure(spec: str, k: int, n_samples: int) -> dict[str, float | str]:
+def measure(spec: str, k: int, n_samples: int, plot: Path | None = None) -> dict[str, float | str]:
     from interp.builtin import load_predictor
 
     G = load_generator(spec)
@@ -55,6 +56,11 @@ def measure(spec: str, k: int, n_samples: int) -> dict[str, float | str]:
                                  method="sefa", model_id="faces64", model_hash=mh)
         eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=1)
         out[f"SeFa W, {preset}"] = float(eff.purity.mean())
+        if plot is not None and preset == "all":
+            plot.mkdir(parents=True, exist_ok=True)
+            name = Path(spec).parent.name if spec.endswith(".safetensors") else spec
+            fig = effects.plot_effects(eff, title=f"{name}: top {k} SeFa directions in W, all layers")
+            fig.savefig(plot / f"effects_{name}.png")
         names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=2)
         a = effects.clip_agreement(names, eff)
         agree += sum(p["agrees"] for p in a["per_direction"])
@@ -79,11 +85,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--samples", type=int, default=32, help="samples per direction for the effect matrix")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--plot", type=Path, help="save each model's SeFa effect matrix here (PNG)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
     for spec in args.models:
-        results[spec] = measure(spec, args.k, args.samples)
+        results[spec] = measure(spec, args.k, args.samples, args.plot)
         print(f"{spec}: " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec].items()), flush=True)
     keys = list(next(iter(results.values())))
     print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(Path(s).parent.name or s for s in results)))

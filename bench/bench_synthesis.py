@@ -26,6 +26,9 @@ share: the time of the same layers run alone, without a cache, from the features
 (so "measured / time share - 1" is what the cache machinery adds or saves). The FLOP share predicts the time
 only where every layer runs at the same speed; the speed of each block (GFLOP/s, measured alone) is
 printed too: on a CPU the narrow high-resolution layers run well below the wide low-resolution ones.
+The memory floor of a row is the least time its layers can take at this machine's copy bandwidth (measured):
+each must read its input activations and weight and write its output once (`layer_bytes`). Where that floor
+alone exceeds the FLOP share by more than 15 %, no kernel can bring the row within 15 % of its FLOP share.
 """
 from __future__ import annotations
 
@@ -234,15 +237,42 @@ def recomputed_from(G: Generator, k: int) -> str:
     raise ValueError(f"row {k} feeds no layer")
 
 
+def layer_bytes(cfg: GeneratorConfig) -> dict[str, int]:
+    """The least memory traffic of each style layer for one image in fp32 (execution order, like
+    ``layer_flops``): its input activations and weight read once and its output written once. conv0 reads
+    the previous block's features and writes this block's; ToRGB reads the features and the running image
+    at half size and writes the image."""
+    out: dict[str, int] = {}
+    for res in cfg.block_resolutions:
+        c = cfg.channels_at(res)
+        if res > 4:
+            inp = cfg.channels_at(res // 2)
+            out[f"b{res}.conv0"] = 4 * (inp * (res // 2) ** 2 + inp * c * 9 + c * res**2)
+        out[f"b{res}.conv1"] = 4 * (2 * c * res**2 + c * c * 9)
+        out[f"b{res}.torgb"] = 4 * (c * res**2 + c * cfg.img_channels + cfg.img_channels * ((res // 2) ** 2 + res**2))
+    return out
+
+
+def copy_bandwidth(mbytes: int = 256, repeat: int = 7) -> float:
+    """Bytes per second that a tensor copy moves (read + write), median of ``repeat``."""
+    src = torch.ones(mbytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / timeit(lambda: dst.copy_(src), repeat)
+
+
 @torch.no_grad()
 def edit_cost(resolutions: list[int], rounds: int | None) -> None:
     print(f"edit cost: an edit of ws rows >= k through a SynthesisCache, batch 1, fp32, "
           f"{torch.get_num_threads()} threads; median of paired rounds (full pass, edit)")
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
     worst: dict[str, float] = {}
     worst_time: dict[str, float] = {}
+    bound: dict[str, float] = {}
     for res in resolutions:
         G = random_generator(ffhq_config(res))
         flops = layer_flops(G.config)
+        traffic = layer_bytes(G.config)
         order = list(flops)                                  # execution order
         total = sum(flops.values())
         ws = G.mapping(G.sample_z(1, seed=0), truncation_psi=0.7)
@@ -251,8 +281,9 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
         n = rounds or default_rounds(res)
         print(f"\n{res}x{res}: {total / 1e9:.1f} GFLOP per image, {load()}")
         block_speed(G, ws, flops, n)
+        t_pass = timeit(full, n)
         print(f"{'row':>4} {'recomputes from':>16} {'measured/full':>14} {'FLOP share':>11} {'relative':>9} "
-              f"{'time share':>11} {'relative':>9}")
+              f"{'time share':>11} {'relative':>9} {'memory floor':>13}")
         for k in range(G.num_ws):
             first = recomputed_from(G, k)
             share = sum(flops[n] for n in order[order.index(first):]) / total
@@ -275,16 +306,21 @@ def edit_cost(resolutions: list[int], rounds: int | None) -> None:
             measured = statistics.median(ratios)
             time_share = statistics.median(paired(suffix(G, ws, k, first), full, n)[2])
             rel, rel_time = measured / share - 1, measured / time_share - 1
+            floor = sum(traffic[n] for n in order[order.index(first):]) / bandwidth / t_pass
             worst[f"{res}px row {k}"] = rel
             worst_time[f"{res}px row {k}"] = rel_time
+            if floor > 1.15 * share:
+                bound[f"{res}px row {k}"] = floor / share - 1
             print(f"{k:4d} {first:>16} {measured:14.3f} {share:11.3f} {rel:+9.0%} {time_share:11.3f} "
-                  f"{rel_time:+9.0%}", flush=True)
+                  f"{rel_time:+9.0%} {floor:13.3f}", flush=True)
         print(f"full pass {t_full * 1000:.0f} ms, {load()}")
         del G
     for what, table in (("FLOP share", worst), ("time share", worst_time)):
         off = {k: v for k, v in table.items() if abs(v) > 0.15}
         print(f"\nrows off by more than 15% of their {what}: {len(off)} of {len(table)}"
               + "".join(f"\n  {k}: {v:+.0%}" for k, v in off.items()))
+    print(f"\nrows whose memory floor alone is more than 15% above their FLOP share: {len(bound)}"
+          + "".join(f"\n  {k}: floor {v:+.0%}" for k, v in bound.items()))
 
 
 def suffix(G: Generator, ws: torch.Tensor, k: int, first: str) -> Callable[[], object]:

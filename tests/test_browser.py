@@ -213,10 +213,10 @@ def test_generate_explore_apply_and_recipe(page, tmp_path):
     # an expected mistake: a toast with the sentence, the page keeps working
     page.get_by_role("button", name="Apply to the current image").click()
     page.get_by_text("All sliders are at 0").first.wait_for()
-    steps.shot("error-toast")
     assert page.locator("#explore-image img").count() == 1                 # the preview is not replaced by "Error"
     page.wait_for_timeout(1000)
     assert _error_pills(page) == 0                          # no component is replaced by an "Error" pill
+    steps.shot("error-toast")                               # after the toast's fade-in
 
     # save the recipe, clear the edits, open the recipe again: the edit comes back
     page.get_by_role("button", name="Save recipe").click()

@@ -33,7 +33,7 @@ def test_one_step_trains_and_is_finite():
     assert torch.equal(after["G_ema.mapping.w_avg"], after["G.mapping.w_avg"])
 
 
-def test_discriminator_warm_up_holds_the_generator():
+def test_discriminator_warm_up_holds_the_generator(tmp_path):
     cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_warmup_kimg": 0.008})          # the first 8 images: 2 steps
     tr = Trainer(cfg)
     start = {k: v.clone() for k, v in _states(tr).items()}
@@ -50,6 +50,8 @@ def test_discriminator_warm_up_holds_the_generator():
     for prefix in ("G.", "G_ema."):
         k = prefix + "synthesis.b16.conv1.weight"
         assert not torch.equal(trained[k], held[k]), k
+    tr.save(tmp_path / "state.pt")                                   # a resumed run may lengthen the warm-up
+    assert Trainer.load(tmp_path / "state.pt", overrides={"d_warmup_kimg": 0.016}).d_warming_up
     with pytest.raises(ValueError, match="d_warmup_kimg"):
         TrainConfig(d_warmup_kimg=-1)
 

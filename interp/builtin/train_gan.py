@@ -12,7 +12,8 @@ A resumed run may change its batch size and EMA half-life (`--config '{"batch": 
 go on with a larger batch on a GPU, where the faces are rendered on the device itself. A new run
 may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
 discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
-`"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images.
+`"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images
+(a resumed run may lengthen it).
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
@@ -40,7 +41,7 @@ from interp.builtin.faces import images_to_tensor, render, render_torch, sample_
 from interp.models.stylegan2 import Discriminator, Generator, GeneratorConfig
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
-RESUMABLE_KEYS = ("batch", "ema_kimg")   # config keys a resumed run may change
+RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg")   # config keys a resumed run may change
 
 
 @dataclass(frozen=True)
