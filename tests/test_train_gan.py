@@ -56,6 +56,17 @@ def test_discriminator_warm_up_holds_the_generator(tmp_path):
         TrainConfig(d_warmup_kimg=-1)
 
 
+def test_a_wider_discriminator():
+    wide = {4: 32, 8: 32, 16: 16}
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_channels": {str(k): v for k, v in wide.items()}})
+    assert cfg.d_channels == wide and TrainConfig.from_dict(cfg.to_dict()) == cfg           # saved as JSON
+    tr = Trainer(cfg)
+    assert tr.D.b16.conv0.weight.shape[0] == 16 and tr.G.synthesis.b16.conv1.weight.shape[0] == 8
+    assert math.isfinite(tr.train_step(render_batch(cfg, 0))["loss_d"])
+    with pytest.raises(ValueError, match="d_channels needs the resolutions"):
+        TrainConfig.from_dict(TINY.to_dict() | {"d_channels": {"4": 32}})
+
+
 def test_path_length_mean_starts_at_the_first_measurement():
     tr = Trainer(TINY)
     stats = tr.train_step(render_batch(TINY, 0))                  # step 0 measures the path lengths

@@ -50,7 +50,9 @@ class TrainConfig:
     z_dim: int = 128                          # Z dimensionality.
     w_dim: int = 128                          # W dimensionality.
     mapping_layers: int = 4                   # Mapping network depth.
-    channels: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))  # G and D, per resolution.
+    channels: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_CHANNELS))  # G (and D), per resolution.
+    d_channels: dict[int, int] | None = None  # D's channels per resolution if not G's (D is not shipped: the app's
+                                              # speed does not depend on it).
     batch: int = 16                           # Images per step.
     lr_g: float = 0.0015                      # Generator Adam learning rate.
     lr_d: float = 0.002                       # Discriminator Adam learning rate.
@@ -73,6 +75,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
+        if self.d_channels is not None:
+            object.__setattr__(self, "d_channels", {int(k): int(v) for k, v in self.d_channels.items()})
+            if set(self.d_channels) != set(self.channels):
+                raise ValueError(f"d_channels needs the resolutions {sorted(self.channels)}, "
+                                 f"got {sorted(self.d_channels)}")
         object.__setattr__(self, "betas", tuple(self.betas))
         if self.hessian_k < 2 or self.hessian_epsilon <= 0 or self.hessian_every < 1 or self.hessian_weight < 0:
             raise ValueError("the Hessian penalty needs hessian_k >= 2, hessian_epsilon > 0, hessian_every >= 1 and "
@@ -87,6 +94,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["channels"] = {str(k): v for k, v in self.channels.items()}
+        if self.d_channels is not None:
+            d["d_channels"] = {str(k): v for k, v in self.d_channels.items()}
         return d
 
     @classmethod
@@ -180,7 +189,7 @@ class Trainer:
         self.G = Generator(cfg.generator_config()).to(self.device).train()
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
-        self.D = Discriminator(cfg.resolution, channels=cfg.channels).to(self.device).train()
+        self.D = Discriminator(cfg.resolution, channels=cfg.d_channels or cfg.channels).to(self.device).train()
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * r,
                                       betas=(cfg.betas[0] ** r, cfg.betas[1] ** r), eps=1e-8)
