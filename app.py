@@ -42,8 +42,8 @@ import gradio as gr
 
 import demos
 import demos.current
-from demos.common import (AppContext, guard_number_inputs, model_choices, preload_markdown, preload_pending,
-                          public_text)
+from demos.common import (AppContext, guard_number_inputs, install_atomic_cache_writes, model_choices,
+                          preload_markdown, preload_pending, public_text)
 from interp import devices
 from interp.edit import preview_precision, render_cache_budget
 from interp.zoo import REGISTRY_PATH, Zoo
@@ -121,6 +121,7 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
             for tab in demos.TABS:
                 with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]) as gr_tab:
                     tab.build(dataclasses.replace(ctx, tab=gr_tab))
+    install_atomic_cache_writes()          # an image returned twice is never served half-written
     return guard_number_inputs(demo)       # text, NaN, inf, fractions of whole numbers: a sentence, not a crash
 
 

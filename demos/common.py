@@ -46,6 +46,7 @@ __all__ = [
     "get_generator",
     "gpu",
     "guard_number_inputs",
+    "install_atomic_cache_writes",
     "model_choices",
     "preload_markdown",
     "preload_pending",
@@ -391,6 +392,58 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
     demo.validate_inputs = validate_inputs                                # type: ignore[method-assign]
     return demo
 
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to the content-addressed ``path`` so that a reader never sees part of it: skipped when the
+    file is already there with that size (the folder is the hash of the bytes), else written to a temporary
+    name and renamed into place."""
+    try:
+        if path.stat().st_size == len(data):
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _save_pil_to_cache(img: Any, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    from gradio import processing_utils
+
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    _write_whole(path, data)
+    return str(path)
+
+
+def _save_bytes_to_cache(data: bytes, file_name: str, cache_dir: str) -> str:
+    from gradio import processing_utils
+
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    if not Path(file_name).suffix:
+        file_name += processing_utils.detect_audio_format(data)
+    path = (folder / Path(file_name).name).resolve()
+    _write_whole(path, data)
+    return str(path)
+
+
+def install_atomic_cache_writes() -> None:
+    """Make Gradio's image and bytes cache writes atomic (idempotent; ``app.build_demo`` calls it).
+
+    Gradio saves every output image under a folder named by the hash of its bytes and rewrites the file in
+    place each time the same image is returned again. Here that is common: with its sliders at 0 a tab's
+    preview is the current image, so one event returns the same image twice. A browser still loading the
+    first copy then reads a file being truncated and rewritten, and the server fails the response ("Too
+    little data for declared Content-Length"): a broken image. Same path, same bytes: the file is now
+    written once, whole, by a rename.
+    """
+    from gradio import processing_utils
+
+    processing_utils.save_pil_to_cache = _save_pil_to_cache
+    processing_utils.save_bytes_to_cache = _save_bytes_to_cache
 
 
 def check_int(value: Any, name: str, lo: int, hi: int) -> int:

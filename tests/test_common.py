@@ -131,3 +131,44 @@ def test_number_inputs_refuse_text_nan_infinity_and_fractions():
         with pytest.raises(gr.Error) as info:
             demo.validate_inputs(fn, args)
         assert info.value.message == message
+
+
+def test_cache_writes_are_whole_and_once(tmp_path, monkeypatch):
+    """An image returned twice is written once, by a rename: a reader never gets a truncated file."""
+    import threading
+
+    import numpy as np
+    from gradio import processing_utils
+    from PIL import Image
+
+    from demos.common import install_atomic_cache_writes
+
+    for name in ("save_pil_to_cache", "save_bytes_to_cache"):           # restored after the test
+        monkeypatch.setattr(processing_utils, name, getattr(processing_utils, name))
+    install_atomic_cache_writes()
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    whole = processing_utils.encode_pil_to_bytes(img, "png")
+    path = Path(processing_utils.save_pil_to_cache(img, str(tmp_path), format="png"))
+    assert path.read_bytes() == whole and path.parent.name == processing_utils.hash_bytes(whole)
+    first = path.stat()
+
+    sizes, done = [], threading.Event()
+
+    def save_again() -> None:
+        for _ in range(100):
+            processing_utils.save_pil_to_cache(img, str(tmp_path), format="png")
+        done.set()
+
+    writer = threading.Thread(target=save_again)
+    writer.start()
+    while not done.is_set():
+        sizes.append(len(path.read_bytes()))
+    writer.join()
+    assert set(sizes) <= {len(whole)}
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)   # never rewritten
+    path.write_bytes(whole[:100])                                          # a partial file (a crash) is replaced
+    assert processing_utils.save_pil_to_cache(img, str(tmp_path), format="png") == str(path)
+    assert path.read_bytes() == whole
+    out = Path(processing_utils.save_bytes_to_cache(b"recipe", "r.safetensors", str(tmp_path)))
+    assert out.read_bytes() == b"recipe" and out.name == "r.safetensors"
+    assert not list(tmp_path.rglob("*.tmp"))
