@@ -394,17 +394,24 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
 
 
 def _write_whole(path: Path, data: bytes) -> None:
-    """Write ``data`` to the content-addressed ``path`` so that a reader never sees part of it: skipped when the
-    file is already there with that size (the folder is the hash of the bytes), else written to a temporary
-    name and renamed into place."""
+    """Write ``data`` to the content-addressed ``path`` so that a reader never sees part of it: when the file is
+    already there with that size (the folder is the hash of the bytes) it is only touched, so that Gradio's
+    ``delete_cache`` ages it from this use, as Gradio's own ``save_file_to_cache`` does; else the bytes go to
+    a temporary file that is renamed into place."""
     try:
         if path.stat().st_size == len(data):
+            os.utime(path)
             return
-    except FileNotFoundError:
+    except OSError:
         pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
 
 
 def _save_pil_to_cache(img: Any, cache_dir: str, name: str = "image", format: str = "webp") -> str:
