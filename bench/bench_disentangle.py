@@ -36,6 +36,11 @@ from interp.methods import effects, naming, sefa  # noqa: E402
 PRESETS = ("all", "coarse", "middle", "fine")
 
 
+def label(spec: str) -> str:
+    """A model's short name: a zoo id itself, a checkpoint its run folder's name."""
+    return Path(spec).parent.name or spec
+
+
 def measure(spec: str, k: int, n_samples: int, plot: Path | None = None) -> dict[str, float | str]:
     from interp.builtin import load_predictor
 
@@ -58,9 +63,8 @@ def measure(spec: str, k: int, n_samples: int, plot: Path | None = None) -> dict
         out[f"SeFa W, {preset}"] = float(eff.purity.mean())
         if plot is not None and preset == "all":
             plot.mkdir(parents=True, exist_ok=True)
-            name = Path(spec).parent.name if spec.endswith(".safetensors") else spec
-            fig = effects.plot_effects(eff, title=f"{name}: top {k} SeFa directions in W, all layers")
-            fig.savefig(plot / f"effects_{name}.png")
+            fig = effects.plot_effects(eff, title=f"{label(spec)}: top {k} SeFa directions in W, all layers")
+            fig.savefig(plot / f"effects_{label(spec)}.png")
         names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=2)
         a = effects.clip_agreement(names, eff)
         agree += sum(p["agrees"] for p in a["per_direction"])
@@ -93,7 +97,7 @@ def main() -> None:
         results[spec] = measure(spec, args.k, args.samples, args.plot)
         print(f"{spec}: " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec].items()), flush=True)
     keys = list(next(iter(results.values())))
-    print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(Path(s).parent.name or s for s in results)))
+    print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(label(s) for s in results)))
     print("|---|" + "---|" * len(results))
     for key in keys:
         print(f"| {key} | " + " | ".join(f"{r[key]:.0%}" for r in results.values()) + " |")

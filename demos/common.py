@@ -393,15 +393,20 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
     return demo
 
 
-def _write_whole(path: Path, data: bytes) -> None:
-    """Write ``data`` to the content-addressed ``path`` so that a reader never sees part of it: when the file is
-    already there with that size (the folder is the hash of the bytes) it is only touched, so that Gradio's
-    ``delete_cache`` ages it from this use, as Gradio's own ``save_file_to_cache`` does; else the bytes go to
-    a temporary file that is renamed into place."""
+def _cache_file(data: bytes, cache_dir: str, file_name: str) -> str:
+    """Write ``data`` as ``cache_dir/<hash of data>/file_name`` (Gradio's layout) so that a reader never sees part
+    of it, and return the path. When the file is already there with that size (the folder is the hash of the
+    bytes) it is only touched, so that Gradio's ``delete_cache`` ages it from this use, as Gradio's own
+    ``save_file_to_cache`` does; else the bytes go to a temporary file that is renamed into place."""
+    from gradio import processing_utils
+
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / file_name).resolve()
     try:
         if path.stat().st_size == len(data):
             os.utime(path)
-            return
+            return str(path)
     except OSError:
         pass
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -412,29 +417,21 @@ def _write_whole(path: Path, data: bytes) -> None:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    return str(path)
 
 
 def _save_pil_to_cache(img: Any, cache_dir: str, name: str = "image", format: str = "webp") -> str:
     from gradio import processing_utils
 
-    data = processing_utils.encode_pil_to_bytes(img, format)
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(exist_ok=True, parents=True)
-    path = (folder / f"{name}.{format}").resolve()
-    _write_whole(path, data)
-    return str(path)
+    return _cache_file(processing_utils.encode_pil_to_bytes(img, format), cache_dir, f"{name}.{format}")
 
 
 def _save_bytes_to_cache(data: bytes, file_name: str, cache_dir: str) -> str:
     from gradio import processing_utils
 
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(exist_ok=True, parents=True)
     if not Path(file_name).suffix:
         file_name += processing_utils.detect_audio_format(data)
-    path = (folder / Path(file_name).name).resolve()
-    _write_whole(path, data)
-    return str(path)
+    return _cache_file(data, cache_dir, Path(file_name).name)
 
 
 def install_atomic_cache_writes() -> None:
