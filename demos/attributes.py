@@ -46,6 +46,7 @@ SPACE_CHOICES = ("w", "w+", "s", "z")
 SAMPLES = (200, 20_000, 2_000)        # min, max, default sampled latents
 STRENGTH = 5.0                        # slider range in std units
 VERIFY_SAMPLES = (8, 256, 32)
+PLOTTED_OTHERS = 4                    # the verification plot: the target and the attributes it moves most
 TABLE_COLUMNS = ["attribute", "validation accuracy", "remaining accuracy", "samples used", "std (latent units)"]
 
 
@@ -201,7 +202,9 @@ class Handlers:
         badge = "**Reliable**" if check.reliable else "**Unreliable**"
         text = (f"{badge} — {check.summary()}. Measured on {n} fresh samples pushed along `{direction.label}` at "
                 f"strengths {', '.join(f'{s:g}' for s in check.strengths)} std.")
-        data = pd.DataFrame(check.records())[["attribute", "strength", "change"]]
+        shown = [target] + [c for c, _ in check.off_target()[:PLOTTED_OTHERS]]      # a readable number of lines
+        rows = check.records()
+        data = pd.DataFrame([r for c in shown for r in rows if r["attribute"] == c])[["attribute", "strength", "change"]]
         return text, data
 
     def entanglement(self, model_id, bounds):
@@ -278,9 +281,11 @@ def build(ctx: AppContext) -> None:
             verify_n = int_slider(*VERIFY_SAMPLES[:2], value=VERIFY_SAMPLES[2], step=8, label="Verification samples")
             verdict = gr.Markdown("**Verify** pushes fresh samples along the direction and re-reads every attribute: "
                                   "a reliable boundary moves its own attribute steadily.")
-            plot = gr.LinePlot(pd.DataFrame({"attribute": [], "strength": [], "change": []}), x="strength",
-                               y="change", color="attribute", label="Change of every attribute vs strength",
-                               height=280)
+            # no initial frame (an empty one has float columns, and the plot keeps colouring by a number: no
+            # lines) and no height (it clips the legend)
+            plot = gr.LinePlot(None, x="strength", y="change", color="attribute",
+                               label=f"Change vs strength: the attribute and the {PLOTTED_OTHERS} others it moves most",
+                               elem_id="attributes-verify-plot")
     with gr.Accordion("Entanglement: how similar the boundaries are", open=False):
         ent_btn = gr.Button("Show the cosine matrix")
         ent_img = gr.Image(label="Cosine between normals", type="pil", format="png", interactive=False)

@@ -114,6 +114,18 @@ def _pixels_of(page, src: str) -> np.ndarray:
         return np.asarray(img.convert("RGB")).copy()
 
 
+def _assert_lines_with_legend(page, elem_id: str, label: str) -> None:
+    """The plot ``elem_id`` draws one line per colour, and its legend (naming ``label``) is inside its box."""
+    plot = page.locator(f"#{elem_id}")
+    lines = plot.locator("path[aria-roledescription='line mark']")
+    lines.nth(1).wait_for()                                # Vega draws after the data arrives
+    assert lines.count() >= 2, "one line per attribute"
+    legend = plot.locator(".role-legend-label text", has_text=re.compile(f"^{re.escape(label)}$")).first
+    box, entry = plot.bounding_box(), legend.bounding_box()
+    assert entry is not None and box["y"] <= entry["y"] and entry["y"] + entry["height"] <= box["y"] + box["height"], \
+        "the legend is cut off"
+
+
 def _panel(page):
     """The open tab's panel (the other tabs hold components with the same labels)."""
     return page.locator("[role='tabpanel']:visible").first
@@ -306,6 +318,7 @@ def test_attributes_train_hold_fixed_and_apply(page):
 
     page.get_by_role("button", name="Verify this direction").click()
     page.get_by_text(re.compile(r"(Reliable|Unreliable)")).first.wait_for()
+    _assert_lines_with_legend(page, "attributes-verify-plot", "age")
     steps.shot("verified")
     assert _error_pills(page) == 0
 
