@@ -247,7 +247,7 @@ def user_error(message: str) -> gr.Error:
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 # An absolute POSIX path of at least two parts (``/srv/x/model.pkl``; not ``/generate``), starting a word
-# (not inside ``hf://owner/repo`` or ``<app>/...``); Windows: ``C:\\Users\\x\\model.pkl``.
+# (not inside ``hf://owner/repo`` or ``{app}/...``); Windows: ``C:\\Users\\x\\model.pkl``.
 _POSIX_PATH = re.compile(r"(?<![^\s'\"`(\[=,;:*])/(?:[^/\s'\"`<>|()\[\],;]+/)+[^/\s'\"`<>|()\[\],;]*")
 _WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\(?:[^\\\s'\"`<>|]+\\)*[^\\\s'\"`<>|]*")
 _EXAMPLE_PATH = "/path/to/"            # documentation placeholders in our own help texts stay as written
@@ -257,17 +257,17 @@ def _server_dirs() -> list[tuple[str, str]]:
     """(placeholder, directory) pairs for the server's known folders, longest directory first."""
     from interp import diskcache
 
-    pairs: list[tuple[str, Any]] = [("<app>", APP_ROOT), ("<hf-cache>", hub.cache_dir()),
-                                    ("<interp-cache>", diskcache.cache_dir()), ("<tmp>", tempfile.gettempdir()),
+    pairs: list[tuple[str, Any]] = [("{app}", APP_ROOT), ("{hf-cache}", hub.cache_dir()),
+                                    ("{interp-cache}", diskcache.cache_dir()), ("{tmp}", tempfile.gettempdir()),
                                     ("~", Path.home())]
     try:
         from huggingface_hub import constants
 
-        pairs += [("<hf-cache>", constants.HF_HUB_CACHE), ("<hf-home>", constants.HF_HOME)]
+        pairs += [("{hf-cache}", constants.HF_HUB_CACHE), ("{hf-home}", constants.HF_HOME)]
     except Exception:  # noqa: BLE001 - an optional refinement
         pass
     if os.environ.get("GRADIO_TEMP_DIR"):
-        pairs.append(("<tmp>", os.environ["GRADIO_TEMP_DIR"]))
+        pairs.append(("{tmp}", os.environ["GRADIO_TEMP_DIR"]))
     out: dict[str, str] = {}
     for placeholder, folder in pairs:
         for variant in {str(folder), os.path.realpath(str(folder))}:
@@ -284,18 +284,18 @@ def _file_name(match: re.Match[str]) -> str:
     tail = len(path) - len(path.rstrip(".,:;!?"))                        # sentence punctuation stays outside
     core, end = (path[:-tail], path[-tail:]) if tail else (path, "")
     name = re.split(r"[/\\]", core.rstrip("/\\"))[-1]
-    return (name or "<path>") + end
+    return (name or "{path}") + end
 
 
 def public_text(text: Any) -> str:
     """``text`` as a visitor may see it: no absolute path of the server.
 
-    Known folders become placeholders (``<app>/`` the checkout, ``<hf-cache>/`` the Hugging Face
-    cache, ``<interp-cache>/`` our disk cache, ``<tmp>/`` temporary files, ``~/`` the home folder);
+    Known folders become placeholders (``{app}/`` the checkout, ``{hf-cache}/`` the Hugging Face
+    cache, ``{interp-cache}/`` our disk cache, ``{tmp}/`` temporary files, ``~/`` the home folder);
     any other absolute path becomes its file name. ``/path/to/...`` examples in help texts stay.
 
         public_text("the file /home/me/app/assets/builtin/faces64.safetensors does not exist.")
-        # -> 'the file <app>/assets/builtin/faces64.safetensors does not exist.'
+        # -> 'the file {app}/assets/builtin/faces64.safetensors does not exist.'
     """
     text = str(text)
     for placeholder, folder in _server_dirs():
