@@ -227,6 +227,24 @@ class Handlers:
             raise user_error("The model's weights changed since this inversion: invert again.")
         return publish(G, Recipe(latent))
 
+    @staticmethod
+    def task_picked(method: str, task: str):
+        """A restoration picked while an encoder is selected: the same space's hybrid (an encoder only reconstructs)."""
+        kind, space = METHODS.get(method, ("", ""))
+        if kind != "encoder" or TASKS.get(task, "reconstruct") == "reconstruct":
+            return gr.skip()
+        hybrid = next(label for label, ks in METHODS.items() if ks == ("hybrid", space))
+        gr.Info(f"An encoder only reconstructs: {task} runs as {hybrid} (the encoder starts the optimisation).")
+        return hybrid
+
+    @staticmethod
+    def method_picked(method: str, task: str):
+        """An encoder picked while a restoration is selected: the task becomes Reconstruct."""
+        if METHODS.get(method, ("",))[0] != "encoder" or TASKS.get(task, "reconstruct") == "reconstruct":
+            return gr.skip()
+        gr.Info(f"An encoder only reconstructs: the task is now Reconstruct. For {task}, pick a hybrid method.")
+        return "Reconstruct"
+
     def brush_to_mask(self, editor: dict | None, task: str):
         """The painted strokes of the brush as a mask image (white = hole) for the public endpoint."""
         if TASKS.get(task) != "inpaint":
@@ -313,6 +331,8 @@ def build(ctx: AppContext) -> None:
         [live, compare, status, table, result, runs], api_name="invert", **LONG_WORK)
     stop_btn.click(None, None, None, cancels=[run_event], **private)
     method.change(lambda m: gr.Slider(interactive=METHODS.get(m, ("",))[0] != "encoder"), method, steps, **private)
+    task.input(h.task_picked, [method, task], method, **private)           # the visitor's latest choice wins
+    method.input(h.method_picked, [method, task], task, **private)
     use_btn.click(h.use, [ctx.model, result], ctx.shown, api_name="invert_use")
     for trigger in (task.change, upload.change):
         trigger(h.show_brush, [ctx.model, upload, task], brush, **private)

@@ -452,6 +452,14 @@ def test_invert_a_photo_edit_it_elsewhere_and_reopen_the_recipe(page, tmp_path):
     upload.first.set_input_files(str(photo))
     panel.locator(".block").filter(has_text="Image (any size and format").locator("img").first.wait_for()
     panel.get_by_role("radio", name="Encoder W+").check()
+    # an encoder only reconstructs: picking a restoration switches to the hybrid, picking the encoder back
+    # switches the task back (no run that can only fail)
+    panel.get_by_role("radio", name="Colorize").check()
+    panel.get_by_role("radio", name="Hybrid W+").wait_for()
+    page.wait_for_function("() => document.querySelector(\"input[type='radio'][value='Hybrid W+']\")?.checked")
+    page.get_by_text("An encoder only reconstructs: Colorize runs as Hybrid W+").first.wait_for()
+    panel.get_by_role("radio", name="Encoder W+").check()
+    page.wait_for_function("() => document.querySelector(\"input[type='radio'][value='Reconstruct']\")?.checked")
     steps.shot("uploaded")
 
     panel.get_by_role("button", name="Invert", exact=True).click()
