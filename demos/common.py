@@ -371,8 +371,8 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
 
     Gradio would otherwise crash on them (``"abc" < minimum``, ``int(round(nan))``) with an internal
     error, or silently round ``1.5`` to 2 for an API typed ``integer``. Call once after building every
-    tab (``app.build_demo`` does). Ranges stay with Gradio's own bounds check and the handlers'
-    :func:`check_int` / :func:`check_float`. (It wraps the Blocks' ``validate_inputs``, which Gradio
+    tab (``app.build_demo`` does). Ranges stay with Gradio's own bounds check (its refusals are logged in one
+    line, without Gradio's traceback) and the handlers' :func:`check_int` / :func:`check_float`. (It wraps the Blocks' ``validate_inputs``, which Gradio
     runs first on every event's raw inputs; component instances are not patched, since Gradio replaces
     them per session when a handler updates their properties.)
     """
@@ -390,6 +390,21 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
                     raise user_error(why)
 
     demo.validate_inputs = validate_inputs                                # type: ignore[method-assign]
+
+    preprocess = demo.preprocess_data
+
+    async def preprocess_data(*args: Any, **kwargs: Any) -> Any:
+        # Gradio's own checks while preprocessing (a number out of its range, a choice not offered) raise a
+        # gr.Error that prints a full traceback on the server for every such request: one log line instead
+        try:
+            return await preprocess(*args, **kwargs)
+        except gr.Error as exc:
+            if exc.print_exception:
+                exc.print_exception = False
+                log.warning("input refused: %s", exc.message)
+            raise
+
+    demo.preprocess_data = preprocess_data                                # type: ignore[method-assign]
     return demo
 
 

@@ -115,6 +115,16 @@ def test_hostile_numbers(session, nan_json, api_name, args, match):
     _still_serving(session)
 
 
+def test_out_of_range_inputs_log_one_line_not_a_traceback(session, capfd, caplog):
+    with caplog.at_level("WARNING", logger="interp.app"):
+        _refused(session, ("tiny32", 0, 0.7, 10**6), "/generate", "greater than maximum value")   # Gradio's check
+        _refused(session, ("tiny32", "PCA", "all", 0, 0, 3, "", False), "/explore_find_directions",
+                 "not in the list of choices|not in")                                            # a Radio choice
+    assert "Traceback" not in capfd.readouterr().err
+    assert caplog.text.count("input refused") == 2
+    _still_serving(session)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Files
 
