@@ -213,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = resolve_device(args.device)
     zoo = build_zoo(args.models)
+    for model_id, why in zoo.check_user_models(device).items():    # the page opens on a model that works
+        logging.getLogger("interp.app").warning("model %r is not offered: %s", model_id, why)
     if not args.no_preload:
         zoo.start_preload()  # a daemon thread; the page shows which models are ready
     demo = build_demo(zoo, device)

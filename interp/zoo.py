@@ -408,6 +408,7 @@ class Zoo:
         self._lock = threading.RLock()
         self._load_locks: dict[tuple, threading.Lock] = {}
         self._preload: OrderedDict[str, str] = OrderedDict()  # id -> state, see preload_status()
+        self._refused: dict[str, str] = {}                     # id -> why its file cannot be used (check_user_models)
 
     # ---- construction
 
@@ -463,6 +464,20 @@ class Zoo:
         """Add ``--models`` / ``INTERP_MODELS`` entries; returns them (with their final ids)."""
         return [self.add_entry(entry) for entry in parse_model_spec(spec)]
 
+    def check_user_models(self, device: str | torch.device = "cpu") -> dict[str, str]:
+        """Load each of the user's local models once. One that cannot be used (a StyleGAN3 pickle, a damaged or
+        foreign file) is from then on unavailable, with the loader's reason, so that the app lists it among the
+        models that cannot be used instead of opening on an error. Returns {id: reason} for those. Hub entries
+        are left to their first use (a download)."""
+        for entry in self.list_models():
+            if not entry.user or not isinstance(entry.source, LocalSource) or not self.availability(entry).available:
+                continue
+            try:
+                self.load_generator(entry.id, device)
+            except Exception as exc:  # noqa: BLE001 - whatever fails, the file is not usable: say why
+                self._refused[entry.id] = f"it cannot be loaded: {exc}"
+        return dict(self._refused)
+
     # ---- availability and files
 
     def _local_path(self, source: LocalSource) -> Path:
@@ -472,6 +487,8 @@ class Zoo:
     def availability(self, source: ModelSource) -> Availability:
         """Whether the model can be used now, without touching the network."""
         entry = self._as_entry(source)
+        if entry.id in self._refused and entry.id in self._entries:
+            return Availability(False, self._refused[entry.id], None)
         if isinstance(entry.source, LocalSource):
             path = self._local_path(entry.source)
             if path.is_file():

@@ -182,3 +182,25 @@ def test_device_flag_exits_with_the_allowed_values():
     assert app.resolve_device("cpu") == "cpu"
     with pytest.raises(SystemExit, match=r"--device: device 'tpu' is not valid; use one of auto, cpu, cuda"):
         app.resolve_device("tpu")
+
+
+def test_a_user_model_that_cannot_load_is_listed_not_opened(golden, tmp_path, monkeypatch):
+    """`--models` with a StyleGAN3 pickle (refused, with its reason) and a damaged file next to a good one: the
+    start-up check lists both as unusable, and the page opens on the good one."""
+    import app
+    from demos.common import model_choices
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    damaged = tmp_path / "damaged.pkl"
+    damaged.write_bytes((golden / "sg2ada-tiny64" / "network.pkl").read_bytes()[:5000])
+    good = golden / "rosinality-tiny64" / "stylegan2.pt"
+    zoo = app.build_zoo(f"{golden / 'sg3-t-tiny64' / 'network.pkl'},{damaged},{good}")
+    assert model_choices(zoo).default == "network"                # unchecked, the first user model would open
+    refused = zoo.check_user_models("cpu")
+    assert set(refused) == {"network", "damaged"}
+    assert "StyleGAN3" in refused["network"]
+    picked = model_choices(zoo)
+    assert picked.default == "stylegan2" and "network" not in [i for _, i in picked.choices]
+    reasons = {entry.id: why for entry, why in picked.unavailable}
+    assert "StyleGAN3" in reasons["network"] and "cannot be loaded" in reasons["damaged"]
+    assert "StyleGAN3" in picked.note_markdown()
