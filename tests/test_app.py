@@ -126,11 +126,11 @@ def test_generate_endpoint_with_gradio_client(running_app, tmp_path, tiny_genera
     ref = ((ref + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)  # [H, W, 3]
     assert (ref.int() - single.int()).abs().max() <= 1
 
-    with pytest.raises(Exception) as err:  # a file that is not a checkpoint: our explanation comes back
+    with pytest.raises(Exception) as err:  # a file that is not a checkpoint: found at start-up, not offered
         client.predict("broken", 7, 0.7, 1, api_name="/generate")
-    assert "could not be loaded" in str(err.value) and "broken" in str(err.value)
-    log = (tmp_path / "app.log").read_text()                # an expected user error: one line, no traceback
-    assert "user error: Model 'broken' could not be loaded" in log and "Traceback" not in log
+    assert "broken is not in the list of choices" in str(err.value)
+    log = (tmp_path / "app.log").read_text()                # why, in the server's log: one line, no traceback
+    assert "model 'broken' is not offered: it cannot be loaded: 'broken.pkl'" in log and "Traceback" not in log
     with pytest.raises(Exception) as err:  # out of range: refused by Gradio before any work is done
         client.predict("tiny32", 7, 0.7, 17, api_name="/generate")
     assert "greater than maximum value 16" in str(err.value)
