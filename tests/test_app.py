@@ -154,6 +154,25 @@ def test_get_generator_refuses_paths_and_urls(tiny_checkpoint):
     assert calls == []
 
 
+def test_a_model_that_fails_after_start_up_is_a_clear_error(tiny_checkpoint, tmp_path, caplog):
+    """A file that breaks after the start-up check (replaced on disk): the visitor gets the reason, the log one line."""
+    import gradio as gr
+
+    from demos.common import get_generator
+    from interp.zoo import Zoo
+
+    path = tmp_path / "mine.safetensors"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    zoo = Zoo.from_file(root=tmp_path)
+    zoo.add_user_models(str(path))
+    assert zoo.check_user_models("cpu") == {}
+    path.write_bytes(b"not a checkpoint any more")
+    with caplog.at_level("WARNING", logger="interp.app"), pytest.raises(gr.Error) as err:
+        get_generator(SimpleNamespace(zoo=zoo, device="cpu"), "mine")
+    assert "Model 'mine' could not be loaded" in err.value.message and "mine.safetensors" in err.value.message
+    assert "user error: Model 'mine' could not be loaded" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_preload_note_and_flag(monkeypatch, tmp_path):
     import app
     from demos.common import preload_markdown, preload_pending
