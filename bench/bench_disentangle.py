@@ -41,7 +41,9 @@ def label(spec: str) -> str:
     return Path(spec).parent.name or spec
 
 
-def measure(spec: str, k: int, n_samples: int, plot: Path | None = None) -> dict[str, float | str]:
+def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: int = 0) -> dict[str, float | str]:
+    """The figures of one model; ``seed`` draws other samples (GANSpace: other PCA samples too), which measures
+    how much a figure moves by resampling alone."""
     from interp.builtin import load_predictor
 
     G = load_generator(spec)
@@ -59,25 +61,25 @@ def measure(spec: str, k: int, n_samples: int, plot: Path | None = None) -> dict
         dirs, values = sefa.directions(G, rows, k)
         ds = DirectionSet.create(dirs, values, projection_stds(w_samples, dirs), space="w", layers=rows,
                                  method="sefa", model_id="faces64", model_hash=mh)
-        eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=1)
+        eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=seed + 1)
         out[f"SeFa W, {preset}"] = float(eff.purity.mean())
         if plot is not None and preset == "all":
             plot.mkdir(parents=True, exist_ok=True)
             fig = effects.plot_effects(eff, title=f"{label(spec)}: top {k} SeFa directions in W, all layers")
             fig.savefig(plot / f"effects_{label(spec)}.png")
-        names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=2)
+        names = naming.name_directions(G, ds, clip, vocab, n_samples=16, seed=seed + 2)
         a = effects.clip_agreement(names, eff)
         agree += sum(p["agrees"] for p in a["per_direction"])
         total += a["n"]
     out["CLIP name = dominant factor"] = agree / total
     for s in effects.compare_spaces(G, predictor, k=k, n_pca=10_000, n_samples=n_samples, include_sefa=False,
-                                    model_id="faces64"):
+                                    model_id="faces64", seed=seed):
         out[f"GANSpace {s.space.upper()}"] = s.mean_purity
     axes = torch.eye(G.w_dim)
     rows = layer_rows(G, "all")
     ds = DirectionSet.create(axes, torch.ones(G.w_dim), projection_stds(w_samples, axes), space="w", layers=rows,
                              method="axes", model_id="faces64", model_hash=mh)
-    eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=1)
+    eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=seed + 1)
     strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
     out[f"W axes, top {k}"] = float(eff.purity[strongest].mean())
     return out
@@ -90,11 +92,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32, help="samples per direction for the effect matrix")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", type=Path, help="save each model's SeFa effect matrix here (PNG)")
+    ap.add_argument("--seed", type=int, default=0, help="other samples: run 0, 1, 2 to see the resampling spread")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     results = {}
     for spec in args.models:
-        results[spec] = measure(spec, args.k, args.samples, args.plot)
+        results[spec] = measure(spec, args.k, args.samples, args.plot, args.seed)
         print(f"{spec}: " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec].items()), flush=True)
     keys = list(next(iter(results.values())))
     print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(label(s) for s in results)))

@@ -371,10 +371,11 @@ def guard_number_inputs(demo: gr.Blocks) -> gr.Blocks:
 
     Gradio would otherwise crash on them (``"abc" < minimum``, ``int(round(nan))``) with an internal
     error, or silently round ``1.5`` to 2 for an API typed ``integer``. Call once after building every
-    tab (``app.build_demo`` does). Ranges stay with Gradio's own bounds check (its refusals are logged in one
-    line, without Gradio's traceback) and the handlers' :func:`check_int` / :func:`check_float`. (It wraps the Blocks' ``validate_inputs``, which Gradio
-    runs first on every event's raw inputs; component instances are not patched, since Gradio replaces
-    them per session when a handler updates their properties.)
+    tab (``app.build_demo`` does). Ranges stay with Gradio's own bounds check (its refusals are logged in
+    one line, without Gradio's traceback) and the handlers' :func:`check_int` / :func:`check_float`. (It
+    wraps the Blocks' ``validate_inputs``, which Gradio runs first on every event's raw inputs, and
+    ``preprocess_data``; component instances are not patched, since Gradio replaces them per session when
+    a handler updates their properties.)
     """
     original = getattr(demo, "validate_inputs", None)
     if original is None:  # pragma: no cover - a Gradio without the hook: the handlers' checks remain

@@ -487,7 +487,7 @@ class Zoo:
     def availability(self, source: ModelSource) -> Availability:
         """Whether the model can be used now, without touching the network."""
         entry = self._as_entry(source)
-        if entry.id in self._refused and entry.id in self._entries:
+        if entry.id in self._refused and self._entries.get(entry.id) is entry:    # not a path of the same name
             return Availability(False, self._refused[entry.id], None)
         if isinstance(entry.source, LocalSource):
             path = self._local_path(entry.source)
