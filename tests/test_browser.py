@@ -122,8 +122,8 @@ def _assert_lines_with_legend(page, elem_id: str, label: str) -> None:
     assert lines.count() >= 2, "one line per attribute"
     legend = plot.locator(".role-legend-label text", has_text=re.compile(f"^{re.escape(label)}$")).first
     box, entry = plot.bounding_box(), legend.bounding_box()
-    assert entry is not None and box["y"] <= entry["y"] and entry["y"] + entry["height"] <= box["y"] + box["height"], \
-        "the legend is cut off"
+    assert entry is not None, "no legend entry"
+    assert box["y"] <= entry["y"] and entry["y"] + entry["height"] <= box["y"] + box["height"], "the legend is cut off"
 
 
 def _panel(page):
@@ -455,7 +455,6 @@ def test_invert_a_photo_edit_it_elsewhere_and_reopen_the_recipe(page, tmp_path):
     # an encoder only reconstructs: picking a restoration switches to the hybrid, picking the encoder back
     # switches the task back (no run that can only fail)
     panel.get_by_role("radio", name="Colorize").check()
-    panel.get_by_role("radio", name="Hybrid W+").wait_for()
     page.wait_for_function("() => document.querySelector(\"input[type='radio'][value='Hybrid W+']\")?.checked")
     page.get_by_text("An encoder only reconstructs: Colorize runs as Hybrid W+").first.wait_for()
     panel.get_by_role("radio", name="Encoder W+").check()
