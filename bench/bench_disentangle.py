@@ -14,6 +14,7 @@ predictor on the same samples (the effect matrix: change of each true factor per
 
 Purity is the dominant factor's share of a direction's total (absolute) effect. ``--plot DIR`` also saves
 each model's effect matrix of the top SeFa directions (all layers) as ``DIR/effects_<model>.png``.
+``--seeds 0,1,2`` measures each model again from other samples and gives each figure's mean and range.
 """
 from __future__ import annotations
 
@@ -92,18 +93,31 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32, help="samples per direction for the effect matrix")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", type=Path, help="save each model's SeFa effect matrix here (PNG)")
-    ap.add_argument("--seed", type=int, default=0, help="other samples: run 0, 1, 2 to see the resampling spread")
+    ap.add_argument("--seeds", default="0",
+                    help="measurement seeds, e.g. 0,1,2: each measures again from other samples; the table gives "
+                         "the mean and the range, i.e. how far resampling alone moves a figure")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
-    results = {}
+    results: dict[str, list[dict[str, float | str]]] = {}
     for spec in args.models:
-        results[spec] = measure(spec, args.k, args.samples, args.plot, args.seed)
-        print(f"{spec}: " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec].items()), flush=True)
-    keys = list(next(iter(results.values())))
-    print("\n| mean purity (top %d) | %s |" % (args.k, " | ".join(label(s) for s in results)))
+        results[spec] = []
+        for i, seed in enumerate(seeds):
+            results[spec].append(measure(spec, args.k, args.samples, args.plot if i == 0 else None, seed))
+            print(f"{spec} (seed {seed}): " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec][-1].items()),
+                  flush=True)
+    keys = list(results[args.models[0]][0])
+
+    def cell(runs: list[dict[str, float | str]], key: str) -> str:
+        values = [float(r[key]) for r in runs]
+        mean = f"{sum(values) / len(values):.0%}"
+        return mean if len(values) == 1 else f"{mean} ({min(values):.0%}-{max(values):.0%})"
+
+    print("\n| mean purity (top %d)%s | %s |" % (args.k, f", seeds {args.seeds}: mean (range)" if len(seeds) > 1 else "",
+                                              " | ".join(label(s) for s in results)))
     print("|---|" + "---|" * len(results))
     for key in keys:
-        print(f"| {key} | " + " | ".join(f"{r[key]:.0%}" for r in results.values()) + " |")
+        print(f"| {key} | " + " | ".join(cell(runs, key) for runs in results.values()) + " |")
 
 
 if __name__ == "__main__":
