@@ -203,7 +203,8 @@ class Handlers:
         text = (f"{badge} — {check.summary()}. Measured on {n} fresh samples pushed along `{direction.label}` at "
                 f"strengths {', '.join(f'{s:g}' for s in check.strengths)} std.")
         shown = [target] + [c for c, _ in check.off_target()[:PLOTTED_OTHERS]]      # a readable number of lines
-        rows = [r for c in shown for r in check.records() if r["attribute"] == c]
+        records = check.records()
+        rows = [r for c in shown for r in records if r["attribute"] == c]
         return text, pd.DataFrame(rows)[["attribute", "strength", "change"]]
 
     def entanglement(self, model_id, bounds):

@@ -230,17 +230,16 @@ class Handlers:
     @staticmethod
     def task_picked(method: str, task: str):
         """A restoration picked while an encoder is selected: the same space's hybrid (an encoder only reconstructs)."""
-        kind, space = METHODS.get(method, ("", ""))
-        if kind != "encoder" or TASKS.get(task, "reconstruct") == "reconstruct":
+        if not _encoder_restoring(method, task):
             return gr.skip()
-        hybrid = next(label for label, ks in METHODS.items() if ks == ("hybrid", space))
+        hybrid = next(label for label, ks in METHODS.items() if ks == ("hybrid", METHODS[method][1]))
         gr.Info(f"An encoder only reconstructs: {task} runs as {hybrid} (the encoder starts the optimisation).")
         return hybrid
 
     @staticmethod
     def method_picked(method: str, task: str):
         """An encoder picked while a restoration is selected: the task becomes Reconstruct."""
-        if METHODS.get(method, ("",))[0] != "encoder" or TASKS.get(task, "reconstruct") == "reconstruct":
+        if not _encoder_restoring(method, task):
             return gr.skip()
         gr.Info(f"An encoder only reconstructs: the task is now Reconstruct. For {task}, pick a hybrid method.")
         return "Reconstruct"
@@ -274,6 +273,15 @@ class Handlers:
         G = get_generator(self.ctx, model_id)
         x, _ = self.upload_to_tensor(image, G.img_resolution)
         return gr.ImageEditor(value={"background": _pixels(x), "layers": [], "composite": None}, visible=True)
+
+
+def _is_encoder(method: str) -> bool:
+    return METHODS.get(method, ("",))[0] == "encoder"
+
+
+def _encoder_restoring(method: str, task: str) -> bool:
+    """An encoder with a restoration task: a combination that can only fail (an encoder only reconstructs)."""
+    return _is_encoder(method) and TASKS.get(task, "reconstruct") != "reconstruct"
 
 
 def _stream(G, observed, task, kind, space, steps, encoder, hole, truth, model_id):
@@ -330,7 +338,7 @@ def build(ctx: AppContext) -> None:
         h.run, [ctx.model, upload, method, steps, task, degrade_first, mask, runs],
         [live, compare, status, table, result, runs], api_name="invert", **LONG_WORK)
     stop_btn.click(None, None, None, cancels=[run_event], **private)
-    method.change(lambda m: gr.Slider(interactive=METHODS.get(m, ("",))[0] != "encoder"), method, steps, **private)
+    method.change(lambda m: gr.Slider(interactive=not _is_encoder(m)), method, steps, **private)
     task.input(h.task_picked, [method, task], method, **private)           # the visitor's latest choice wins
     method.input(h.method_picked, [method, task], task, **private)
     use_btn.click(h.use, [ctx.model, result], ctx.shown, api_name="invert_use")

@@ -468,8 +468,9 @@ class Zoo:
         """Load each of the user's local models once. One that cannot be used (a StyleGAN3 pickle, a damaged or
         foreign file) is from then on unavailable, with the loader's reason, so that the app lists it among the
         models that cannot be used instead of opening on an error. Returns {id: reason} for those. Hub entries
-        are left to their first use (a download)."""
-        for entry in self.list_models():
+        are left to their first use (a download). The first is loaded last, so that it stays in the cache: the
+        page opens on it."""
+        for entry in reversed(self.list_models()):
             if not entry.user or not isinstance(entry.source, LocalSource) or not self.availability(entry).available:
                 continue
             try:
