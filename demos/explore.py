@@ -61,17 +61,20 @@ def _render(G: Generator, session: RenderSession, recipe: Recipe, ds: DirectionS
 
 def slider_updates(ds: DirectionSet | None, k: int | None = None) -> list[gr.Slider]:
     """K_MAX slider updates: named, with the method's statistic as info, visible for the first K, reset to 0."""
+    names = [naming.DirectionName(**d) for d in ds.params.get("naming", [])] if ds is not None else []
+    phrases = naming.distinct_phrases(names)
     out = []
     for i in range(K_MAX):
         if ds is not None and i < ds.k:
             what = "eigenvalue" if ds.method == "sefa" else "variance"
             info = f"Direction #{i}: {float(ds.shares[i]):.1%} of the {what}"
             label = f"Direction #{i}"
-            named = ds.params.get("naming")
-            if named and i < len(named):
-                n = named[i]
-                label = f"{n['phrase']} ({'right' if n['sign'] > 0 else 'left'} = more)"
-                info += f"; CLIP confidence {n['confidence']:.0%}"
+            if i < len(names):
+                n = names[i]
+                label = f"{phrases[i]} ({'right' if n.sign > 0 else 'left'} = more)"
+                info += f"; CLIP confidence {n.confidence:.0%}"
+                if n.also:
+                    info += f"; next best phrase: {n.also}"
             out.append(gr.Slider(label=label, info=info, value=0, visible=True))
         else:
             out.append(gr.Slider(label=f"Direction #{i}", info=None, value=0, visible=ds is None and i < (k or 0)))

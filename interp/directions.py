@@ -180,12 +180,16 @@ def _json_params(text: str) -> dict[str, Any]:
         def number(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
+        required = {"index", "phrase", "entry", "sign", "score", "confidence"}
+        runner = {"runner_up", "runner_sign", "runner_score"}           # optional (files of earlier versions)
+
         def ok(n: Any) -> bool:
-            return (isinstance(n, dict) and set(n) == {"index", "phrase", "entry", "sign", "score", "confidence"}
+            return (isinstance(n, dict) and required <= set(n) <= required | runner
                     and isinstance(n["index"], int) and isinstance(n["phrase"], str) and isinstance(n["entry"], str)
                     and n["sign"] in (-1, 1) and number(n["score"]) and number(n["confidence"])
-                    and 0 <= n["confidence"] <= 1)
+                    and 0 <= n["confidence"] <= 1 and isinstance(n.get("runner_up", ""), str)
+                    and n.get("runner_sign", 0) in (-1, 0, 1) and number(n.get("runner_score", 0.0)))
         if not isinstance(naming, list) or not all(ok(n) for n in naming):
             raise ValueError("params 'naming' must be a list of CLIP names {index, phrase, entry, sign: +1 or -1, "
-                             "score, confidence: 0..1}")
+                             "score, confidence: 0..1, optionally runner_up, runner_sign, runner_score}")
     return params

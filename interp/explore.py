@@ -60,7 +60,8 @@ def find_directions(G: Generator, model_id: str, method: str, rows: tuple[int, .
     if clip is None:
         return ds, f"No CLIP is available, so the directions keep their index names: {why}."
     names = naming.name_directions(G, ds, clip, vocabulary, n_samples=NAMING_SAMPLES, truncation_psi=psi)
-    ds = ds.with_names([n.label for n in names], naming=[n.to_dict() for n in names], clip=why)
+    labels = [f"{'+' if n.sign > 0 else '-'} {text}" for n, text in zip(names, naming.distinct_phrases(names))]
+    ds = ds.with_names(labels, naming=[n.to_dict() for n in names], clip=why)
     return ds, f"Named with {why} (both signs, {NAMING_SAMPLES} samples per direction)."
 
 

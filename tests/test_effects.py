@@ -1,8 +1,11 @@
 """Ground truth: effect matrix, purity, planted pure directions, Z/W/S comparison, CLIP naming and agreement."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from interp.builtin.faces import FACTOR_NAMES, FACTORS
 from interp.methods import effects, naming
@@ -232,6 +235,32 @@ def test_naming_mechanics_flip_with_the_direction(tiny_generator):
     assert names[2].confidence == pytest.approx(names[0].confidence)
     assert all(0 <= n.confidence <= 1 and n.label[0] in "+-" for n in names)
     assert {n.phrase for n in names} <= {p.positive for p in naming.parse_vocabulary(vocab)}
+
+
+def test_runner_up_names_tell_repeated_phrases_apart():
+    phrases = naming.parse_vocabulary(["an old face | a young face", "a smiling face | a frowning face",
+                                       "a face with black hair / a face with brown hair", "a wide face"])
+    e = torch.eye(5)
+    text_dirs = torch.stack([e[0], e[1], e[2], F.normalize(e[2] + e[3], dim=0), e[4]])   # brown ~ black hair
+    deltas = torch.stack([e[0] + 0.5 * e[1], e[0] - 0.5 * e[1], e[0] + 0.4 * e[4], -e[0] + 0.4 * e[4],
+                          e[2] + 0.3 * e[4]])[:, None]                   # [K, n = 1, E]
+    names = naming.name_from_changes(deltas, text_dirs, phrases)
+    assert [(n.phrase, n.sign) for n in names] == [("an old face", 1)] * 3 + [("an old face", -1),
+                                                                             ("a face with black hair", 1)]
+    assert [n.also for n in names] == ["a smiling face", "a frowning face", "a wide face", "not a wide face",
+                                       "a wide face"]                   # not brown hair: the same attribute
+    assert naming.distinct_phrases(names) == [
+        "an old face and a smiling face", "an old face and a frowning face", "an old face and a wide face",
+        "an old face", "a face with black hair"]                       # the sign tells #3 apart
+    twice = [names[0], dataclasses.replace(names[0], index=7), names[4]]
+    assert naming.distinct_phrases(twice) == ["an old face and a smiling face #0",
+                                              "an old face and a smiling face #7", "a face with black hair"]
+    pair = dataclasses.replace(names[4], runner_up="a face with long hair | a face with short hair", runner_sign=-1)
+    single = dataclasses.replace(names[4], index=5, runner_up="a face with long hair", runner_sign=-1)
+    assert naming.distinct_phrases([pair, single]) == ["a face with black hair and short hair",
+                                                       "a face with black hair and not long hair"]
+    old = naming.DirectionName(0, "a wide face", "a wide face", 1, 0.2, 0.5)    # a file without a runner-up
+    assert old.also == "" and naming.distinct_phrases([old, old]) == ["a wide face #0"] * 2
 
 
 def test_vocabulary_parsing_and_domains():

@@ -338,13 +338,17 @@ def direction_files(tmp_path_factory, tiny_generator):
         "naming-not-a-list": _rewrite(src, tmp / "naming_obj.safetensors", params={"naming": "smile"}),
         "naming-confidence-nan": _rewrite(src, tmp / "naming_nan.safetensors",
                                           params={"naming": [{**naming[0], "confidence": NAN}]}),
+        "naming-runner-sign": _rewrite(src, tmp / "naming_runner.safetensors",
+                                      params={"naming": [{**naming[0], "runner_up": "a wide face", "runner_sign": 2}]}),
         "huge-declared-tensor": _raw(tmp / "huge.safetensors", _huge_header(m, "directions")),
         "huge-header-length": _raw(tmp / "huge_len.safetensors", {"__metadata__": m}, header_len=2**62),
         "text-file": tmp / "notes.safetensors",
         "a-recipe": None,
     }
     files["text-file"].write_text("just some text\n" * 10)
-    files["good-with-naming"] = _rewrite(src, tmp / "named.safetensors", params={"naming": naming * 3})
+    runner = {**naming[0], "runner_up": "a wide face | a narrow face", "runner_sign": -1, "runner_score": 0.05}
+    files["good-with-naming"] = _rewrite(src, tmp / "named.safetensors",          # older files have no runner-up
+                                         params={"naming": naming * 2 + [{**runner, "index": 2}]})
     return files
 
 
@@ -370,6 +374,7 @@ DIRECTION_CASES = {
     "naming-malformed": "naming",
     "naming-not-a-list": "naming",
     "naming-confidence-nan": "naming",
+    "naming-runner-sign": "naming",
     "huge-declared-tensor": "truncated or corrupted",
     "huge-header-length": "truncated or corrupted",
     "text-file": "truncated or corrupted",
@@ -394,5 +399,7 @@ def test_good_direction_files_still_import(session, direction_files):
         status, *updates = session.predict("tiny32", handle_file(str(direction_files[case])),
                                            api_name="/explore_import_directions")
         assert "Imported" in status and "3 directions" in status
-    assert updates[0]["label"].startswith("a smile")
+    assert updates[0]["label"] == "a smile #0 (right = more)"                 # twice without a runner-up
+    assert updates[2]["label"] == "a smile and a narrow face (right = more)"
+    assert "next best phrase: a narrow face" in updates[2]["info"]
     _still_serving(session)

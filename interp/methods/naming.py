@@ -42,6 +42,7 @@ __all__ = [
     "Phrase",
     "VOCABULARIES",
     "default_vocabulary",
+    "distinct_phrases",
     "domain_of",
     "load_paired_clip",
     "name_directions",
@@ -299,14 +300,54 @@ class DirectionName:
     sign: int              # +1: moving the slider right makes the phrase truer; -1: moving it left
     score: float           # mean cosine between the embedding change and the text direction
     confidence: float      # fraction of samples whose own best entry and sign agree
+    runner_up: str = ""    # the next best entry (another attribute), "" if none
+    runner_sign: int = 0   # its sign, as `sign`
+    runner_score: float = 0.0
 
     @property
     def label(self) -> str:
         return f"{'+' if self.sign > 0 else '-'} {self.phrase}"
 
+    @property
+    def also(self) -> str:
+        """What else moving toward `phrase` does, in the runner-up's words ("" without a runner-up):
+        its positive phrase when it gets truer too, else its negative phrase (or "not ...")."""
+        if not self.runner_up:
+            return ""
+        positive, _, negative = (p.strip() for p in self.runner_up.partition("|"))
+        if self.runner_sign == self.sign:
+            return positive
+        return negative or f"not {positive}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "phrase": self.phrase, "entry": self.entry, "sign": self.sign,
-                "score": self.score, "confidence": self.confidence}
+                "score": self.score, "confidence": self.confidence, "runner_up": self.runner_up,
+                "runner_sign": self.runner_sign, "runner_score": self.runner_score}
+
+
+def _and(phrase: str, also: str) -> str:
+    """"a face with wide open eyes" + "not a face with black hair" -> "... eyes and not black hair"
+    (a shared opening of two or more words is said once)."""
+    words, negated = also.split(), also.startswith("not ")
+    other = words[1:] if negated else words
+    first = phrase.split()
+    shared = 0
+    while shared < min(len(first), len(other)) - 1 and first[shared] == other[shared]:
+        shared += 1
+    rest = " ".join(other[shared:] if shared >= 2 else other)
+    return f"{phrase} and {'not ' if negated else ''}{rest}"
+
+
+def distinct_phrases(names: Sequence[DirectionName]) -> list[str]:
+    """Each direction's phrase; where several directions share one, "phrase and <runner-up>" tells them
+    apart, and where that is shared too, the direction's index."""
+    def repeated(texts: list[str]) -> list[bool]:                          # the same words and sign
+        keys = [(n.sign, t) for n, t in zip(names, texts)]
+        return [keys.count(k) > 1 for k in keys]
+
+    texts = [n.phrase for n in names]
+    texts = [_and(n.phrase, n.also) if rep and n.also else t for n, t, rep in zip(names, texts, repeated(texts))]
+    return [f"{t} #{n.index}" if rep else t for n, t, rep in zip(names, texts, repeated(texts))]
 
 
 @torch.no_grad()
@@ -331,13 +372,18 @@ def name_from_changes(deltas: Tensor, text_dirs: Tensor, phrases: Sequence[Phras
     mean = cos.mean(1)                                                     # [K, P]
     names = []
     for k in range(deltas.shape[0]):
-        best = int(mean[k].abs().argmax())
+        order = mean[k].abs().argsort(descending=True).tolist()
+        best = order[0]
         sign = 1 if mean[k, best] >= 0 else -1
+        entry = phrases[best].group or phrases[best].text                  # another attribute, not another value
+        runner = next((j for j in order[1:] if (phrases[j].group or phrases[j].text) != entry), None)
         per_sample = cos[k].abs().argmax(dim=1)                            # [n]
         per_sign = cos[k].gather(1, per_sample[:, None]).squeeze(1).sign()
         agree = ((per_sample == best) & (per_sign == sign)).float().mean()
         names.append(DirectionName(k, phrases[best].positive, phrases[best].text, sign, float(mean[k, best]),
-                                   float(agree)))
+                                   float(agree), *(() if runner is None else (
+                                       phrases[runner].text, 1 if mean[k, runner] >= 0 else -1,
+                                       float(mean[k, runner])))))
     return names
 
 
