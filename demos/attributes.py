@@ -28,8 +28,8 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from demos.common import (LONG_WORK, AppContext, check_float, check_int, export_path, get_generator, gpu,
-                          int_slider, user_error)
+from demos.common import (LONG_WORK, AppContext, check_float, check_int, clip_notice, export_path, get_generator,
+                          gpu, int_slider, shown_markdown, user_error)
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.directions import DirectionFileError
@@ -239,6 +239,11 @@ class Handlers:
         return [pairs, judge, None, "Press **Score samples and train**.", _table([]), *_choices([])]
 
 
+def _clip_notice(model_id: str, judge: str) -> str:
+    """Judging by CLIP prompt pairs on a model no CLIP can be paired with here: say why, before a run fails."""
+    return clip_notice(model_id, "Judging by CLIP prompt pairs") if judge == JUDGES[1] else ""
+
+
 def build(ctx: AppContext) -> None:
     """Create the tab's components and events inside the current gr.Blocks / gr.Tab."""
     h = Handlers(ctx)
@@ -249,6 +254,8 @@ def build(ctx: AppContext) -> None:
             judge = gr.Radio(list(JUDGES), value=JUDGES[0] if builtin else JUDGES[1], label="Judge",
                              info="Who reads the attributes from the images: the built-in predictor (faces64 only) "
                                   "or CLIP zero-shot prompt pairs (any model).")
+            notice = _clip_notice(ctx.model.value, judge.value)
+            clip_md = gr.Markdown(notice, visible=bool(notice), elem_id="attributes-clip-notice")
             pairs = gr.Textbox(ifg.format_prompt_pairs(ifg.default_prompt_pairs(ctx.model.value)), lines=5,
                                label="CLIP prompt pairs (one 'attribute: positive | negative' per line)",
                                visible=not builtin)
@@ -323,3 +330,5 @@ def build(ctx: AppContext) -> None:
                       show_progress_on=status)
     ctx.model.change(h.model_changed, ctx.model, [pairs, judge, *train_outputs], **private)
     judge.change(lambda j: gr.Textbox(visible=j == JUDGES[1]), judge, pairs, **private)
+    gr.on([judge.change, ctx.model.change], lambda m, j: shown_markdown(_clip_notice(m, j)), [ctx.model, judge],
+          clip_md, show_progress="hidden", **private)

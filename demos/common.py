@@ -216,6 +216,20 @@ def get_generator(ctx: AppContext, model_id: str | None) -> Generator:
 # --------------------------------------------------------------- components
 
 
+def clip_notice(model_id: str | None, needs: str) -> str:
+    """A warning when no CLIP can be paired with the model here, else "": ``needs`` says what needs one
+    ("Text editing"). Checked without loading a CLIP (:func:`interp.methods.naming.clip_unavailable`)."""
+    from interp.methods import naming
+
+    why = naming.clip_unavailable(model_id)
+    return "" if why is None else public_text(f"**No CLIP for this model here.** {needs} needs one, and {why}.")
+
+
+def shown_markdown(text: str) -> gr.Markdown:
+    """An update of a Markdown that is hidden while it has nothing to say."""
+    return gr.Markdown(text, visible=bool(text))
+
+
 def int_slider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A ``gr.Slider`` of whole numbers that the API types ``integer`` (handlers still check with check_int).
 

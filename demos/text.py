@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import LONG_WORK, AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import (LONG_WORK, AppContext, check_float, check_int, clip_notice, get_generator, gpu, int_slider,
+                          shown_markdown, user_error)
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.edit import DirectionEdit, Latent, Recipe, RenderSession
@@ -320,6 +321,8 @@ def build(ctx: AppContext) -> None:
     h = Handlers(ctx)
     domain = naming.domain_of(ctx.model.value)
     examples = EXAMPLES.get(domain) or EXAMPLES["faces"]
+    notice = clip_notice(ctx.model.value, "Text editing")
+    clip_md = gr.Markdown(notice, visible=bool(notice), elem_id="text-clip-notice")
     with gr.Row():
         with gr.Column(scale=1):
             target = gr.Textbox(examples[0][0], label="Target text", info="What the image should become.")
@@ -397,5 +400,8 @@ def build(ctx: AppContext) -> None:
     method.change(lambda m: (gr.Group(visible=m == METHODS[0]), gr.Group(visible=m == METHODS[1])), method,
                   [global_box, opt_box], **private)
     ctx.model.change(h.model_changed, ctx.model, [target, neutral, session], **private)
-    if ctx.tab is not None:                       # opening the tab shows the current image
+    note = lambda model_id: shown_markdown(clip_notice(model_id, "Text editing"))          # noqa: E731
+    ctx.model.change(note, ctx.model, clip_md, show_progress="hidden", **private)
+    if ctx.tab is not None:                       # opening the tab shows the current image (and whether CLIP is there)
         ctx.tab.select(h.on_open, [ctx.model, ctx.current], [brush, compare], **private)
+        ctx.tab.select(note, ctx.model, clip_md, show_progress="hidden", **private)

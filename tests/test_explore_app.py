@@ -140,6 +140,27 @@ def test_sliders_apply_recipe_and_import(explore_app, tiny_generator, tmp_path):
     assert "built-in" in effects[1]
 
 
+def test_tabs_that_need_clip_say_so_before_a_run_fails(tmp_path, tiny_checkpoint):
+    """A user model offline has no CLIP: the Text tab and the Attributes tab's CLIP judge show why on the page."""
+    import app
+    from demos.common import clip_notice
+    from interp.zoo import Zoo
+
+    mp = app_env(tmp_path)
+    try:
+        zoo = Zoo.from_file(root=tmp_path)
+        zoo.add_user_models(str(tiny_checkpoint))
+        demo = app.build_demo(zoo, "cpu")
+        shown = {b.elem_id: b for b in demo.blocks.values() if b.elem_id in ("text-clip-notice",
+                                                                              "attributes-clip-notice")}
+        assert len(shown) == 2
+        for block in shown.values():
+            assert block.visible and "No CLIP for this model here" in block.value and "HF_HUB_OFFLINE" in block.value
+        assert clip_notice("faces64", "Text editing") == ""               # the built-in tiny CLIP is there
+    finally:
+        mp.undo()
+
+
 def test_a_new_find_clears_stale_results(explore_app):
     url, tmp = explore_app
     client = _client(url, tmp)

@@ -315,3 +315,27 @@ def test_damaged_and_truncated_checkpoints_in_the_app(hub_env, hub_file, monkeyp
         assert "seed 2" in client.predict("afhqcat512", 2, 0.7, 1, api_name="/generate")[2]
         with pytest.raises(AppError, match="is damaged"):                     # still refused, still serving
             client.predict("ffhq512", 1, 0.7, 1, api_name="/generate")
+
+
+# ------------------------------------------------------------- CLIP for Hub models
+
+
+def test_clip_availability_is_known_without_loading_one(hub_env, hub_file, monkeypatch, free_port):
+    from interp.methods import naming
+
+    monkeypatch.setattr(naming, "_HUB_CLIPS", {})
+    assert naming.clip_unavailable("faces64") is None                   # the tiny CLIP ships with the repository
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    why = naming.clip_unavailable("ffhq256-nv")
+    assert "not in the Hugging Face cache" in why and "HF_HUB_OFFLINE" in why
+    cached = hub_file("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_pytorch_model.bin")
+    assert naming.clip_unavailable("ffhq256-nv") is None                 # offline, but cached
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")  # online, nothing answers
+    probe = hub.probe_endpoint
+    monkeypatch.setattr(hub, "probe_endpoint", lambda *a: pytest.fail("probed the Hub for a cached file"))
+    assert naming.clip_unavailable("ffhq256-nv") is None
+    cached.unlink()
+    monkeypatch.setattr(hub, "probe_endpoint", probe)
+    why = naming.clip_unavailable("ffhq256-nv")
+    assert "unreachable" in why and f"127.0.0.1:{free_port}" in why

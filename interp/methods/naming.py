@@ -41,6 +41,7 @@ __all__ = [
     "DirectionName",
     "Phrase",
     "VOCABULARIES",
+    "clip_unavailable",
     "default_vocabulary",
     "distinct_phrases",
     "domain_of",
@@ -239,6 +240,81 @@ class ClipScorer:
         return F.normalize(pos - neg, dim=-1)
 
 
+def _hub_unreachable() -> str | None:
+    """Why open_clip's weights cannot be downloaded now (None: they can, or offline, where only the cache counts)."""
+    from interp import hub
+
+    if hub.is_offline():
+        return None
+    error = hub.reachable()
+    if error is None:
+        return None
+    return f"open_clip {HUB_CLIP[0]} needs the Hugging Face Hub on first use, which is unreachable ({error})"
+
+
+def _cached_clip_weights() -> str | None:
+    """open_clip's weights file in the Hugging Face cache, without any network access (None: not there)."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from interp import hub
+
+    repo, filename = get_pretrained_cfg(*HUB_CLIP)["hf_hub"].rstrip("/"), None
+    if repo.count("/") > 1:                                                # "owner/repo/file"
+        repo, filename = repo.rsplit("/", 1)
+    for name in (filename,) if filename else ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, name, cache_dir=hub.cache_dir())
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _hub_clip_weights() -> str:
+    """The local file of open_clip's weights: from the cache, else downloaded (offline: an error)."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    from interp import hub
+
+    weights = _cached_clip_weights() or download_pretrained(get_pretrained_cfg(*HUB_CLIP),
+                                                            cache_dir=str(hub.cache_dir()))
+    if not weights:
+        raise FileNotFoundError(f"no download address for {HUB_CLIP[0]} {HUB_CLIP[1]}")
+    return weights
+
+
+def _not_loaded(exc: Exception) -> str:
+    from interp import hub
+
+    if hub.is_offline() and isinstance(exc, (FileNotFoundError, OSError)):
+        return (f"the weights of open_clip {HUB_CLIP[0]} ({HUB_CLIP[1]}) are not in the Hugging Face cache and "
+                "HF_HUB_OFFLINE is set (they download, about 600 MB, on first use online)")
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 140 else text[:140].rsplit(" ", 1)[0] + " ..."
+    return (f"open_clip {HUB_CLIP[0]} ({HUB_CLIP[1]}) could not be loaded ({type(exc).__name__}: {text}); "
+            "it downloads from the Hugging Face Hub on first use")
+
+
+def clip_unavailable(model_id: str | None) -> str | None:
+    """Why no CLIP can be paired with a model here, found without building one (None: it can, or may).
+
+    Built-in: whether the tiny CLIP's weights exist. Hub CLIP: whether its weights are in the cache, else
+    (online) whether the Hub answers; the download itself waits for the first use."""
+    if model_id in BUILTIN_IDS:
+        from interp.builtin.clip import CLIP_WEIGHTS
+
+        return None if CLIP_WEIGHTS.exists() else f"the built-in CLIP is not available ({CLIP_WEIGHTS.name} is missing)"
+    with _CLIP_LOCK:
+        if any(k[:2] == HUB_CLIP for k in _HUB_CLIPS):
+            return None
+    from interp import hub
+
+    if _cached_clip_weights():
+        return None
+    if hub.is_offline():
+        return _not_loaded(FileNotFoundError("not in the cache"))
+    return _hub_unreachable()
+
+
 def load_paired_clip(model_id: str | None, device: str | torch.device = "cpu") -> tuple[ClipScorer | None, str]:
     """The CLIP paired with a model: the built-in tiny CLIP for ``faces64``, else open_clip ViT-B-32.
 
@@ -258,27 +334,17 @@ def load_paired_clip(model_id: str | None, device: str | torch.device = "cpu") -
     with _CLIP_LOCK:
         if key in _HUB_CLIPS:
             return _HUB_CLIPS[key], f"open_clip {name} ({pretrained})"
-    from interp import hub
-
-    if not hub.is_offline():  # offline: open_clip may still find the weights in the local cache
-        error = hub.reachable()
-        if error is not None:
-            return None, f"open_clip {name} needs the Hugging Face Hub on first use, which is unreachable ({error})"
+    why = None if _cached_clip_weights() else _hub_unreachable()
+    if why is not None:
+        return None, why
     try:
         import open_clip
-        from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
-        # Fetch (or find in the cache) the weights first: fails fast offline, before building a large model.
-        weights = download_pretrained(get_pretrained_cfg(name, pretrained))
-        if not weights:
-            raise FileNotFoundError(f"no download address for {name} {pretrained}")
+        weights = _hub_clip_weights()    # fetched (or found in the cache) before building a large model
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # noqa: BLE001 - download / offline / missing package: explain and go on without
-        text = " ".join(str(exc).split())
-        text = text if len(text) <= 140 else text[:140].rsplit(" ", 1)[0] + " ..."
-        return None, (f"open_clip {name} ({pretrained}) could not be loaded ({type(exc).__name__}: {text}); "
-                      "it downloads from the Hugging Face Hub on first use")
+        return None, _not_loaded(exc)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
