@@ -282,12 +282,16 @@ def _hub_clip_weights() -> str:
     return weights
 
 
+def _not_cached_offline() -> str:
+    return (f"the weights of open_clip {HUB_CLIP[0]} ({HUB_CLIP[1]}) are not in the Hugging Face cache and "
+            "HF_HUB_OFFLINE is set (they download, about 600 MB, on first use online)")
+
+
 def _not_loaded(exc: Exception) -> str:
     from interp import hub
 
-    if hub.is_offline() and isinstance(exc, (FileNotFoundError, OSError)):
-        return (f"the weights of open_clip {HUB_CLIP[0]} ({HUB_CLIP[1]}) are not in the Hugging Face cache and "
-                "HF_HUB_OFFLINE is set (they download, about 600 MB, on first use online)")
+    if hub.is_offline() and isinstance(exc, OSError):               # FileNotFoundError, LocalEntryNotFoundError
+        return _not_cached_offline()
     text = " ".join(str(exc).split())
     text = text if len(text) <= 140 else text[:140].rsplit(" ", 1)[0] + " ..."
     return (f"open_clip {HUB_CLIP[0]} ({HUB_CLIP[1]}) could not be loaded ({type(exc).__name__}: {text}); "
@@ -310,9 +314,7 @@ def clip_unavailable(model_id: str | None) -> str | None:
 
     if _cached_clip_weights():
         return None
-    if hub.is_offline():
-        return _not_loaded(FileNotFoundError("not in the cache"))
-    return _hub_unreachable()
+    return _not_cached_offline() if hub.is_offline() else _hub_unreachable()
 
 
 def load_paired_clip(model_id: str | None, device: str | torch.device = "cpu") -> tuple[ClipScorer | None, str]:
