@@ -12,6 +12,15 @@ predictor on the same samples (the effect matrix: change of each true factor per
 - W axes: the mean purity of the 10 coordinate axes of W with the largest effect (the Hessian penalty
   acts on these axes, so its claim is tested there too).
 
+With ``--supervised``, also what a linear W direction can reach on the same generator, one direction per
+non-categorical factor (10), found with the factors' labels (so an upper reference for the unsupervised
+methods above, not a target for them):
+
+- InterFaceGAN: linear SVM boundaries on predictor-labelled samples (``--supervised-samples``, top and bottom
+  2 %), and the same boundaries conditioned on all the others (each made orthogonal to the other normals);
+- Jacobian: the least-norm W offset that, to first order, moves the factor and no other predicted factor
+  (``effects.predictor_direction``).
+
 Purity is the dominant factor's share of a direction's total (absolute) effect. ``--plot DIR`` also saves
 each model's effect matrix of the top SeFa directions (all layers) as ``DIR/effects_<model>.png``.
 ``--seeds 0,1,2`` measures each model again from other samples and gives each figure's mean and range.
@@ -33,6 +42,7 @@ from interp import diskcache, load_generator  # noqa: E402
 from interp.directions import DirectionSet  # noqa: E402
 from interp.edit import layer_rows, projection_stds, sample_latents  # noqa: E402
 from interp.methods import effects, naming, sefa  # noqa: E402
+from interp.methods import interfacegan as ifg  # noqa: E402
 
 PRESETS = ("all", "coarse", "middle", "fine")
 
@@ -42,7 +52,33 @@ def label(spec: str) -> str:
     return Path(spec).parent.name or spec
 
 
-def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: int = 0) -> dict[str, float | str]:
+def supervised(G, predictor, mh: str, w_samples: torch.Tensor, n_samples: int, n_labelled: int,
+               seed: int) -> dict[str, float]:
+    """Mean purity of the label-guided W directions, one per non-categorical factor (see the module text)."""
+    from interp.builtin.faces import FACTORS
+
+    factors = [f.name for f in FACTORS if f.kind != "categorical"]
+    rows = layer_rows(G, "all")
+    labelled = ifg.score_samples(G, ifg.PredictorScorer(predictor), n_labelled, seed=seed, space="w")
+    bounds = ifg.train_boundaries(labelled, factors, seed=seed)
+    normals = torch.stack([b.normal for b in bounds])
+    conditioned = torch.stack([ifg.condition(normals[i], torch.cat([normals[:i], normals[i + 1:]]))
+                               for i in range(len(factors))])
+    jacobian = torch.stack([effects.predictor_direction(G, predictor, f, n_samples=8, seed=seed) for f in factors])
+    out = {}
+    for name, dirs in (("InterFaceGAN W", normals), ("InterFaceGAN W, conditioned on the others", conditioned),
+                       ("Jacobian W (first-order pure)", jacobian)):
+        dirs = dirs / dirs.norm(dim=1, keepdim=True)
+        ds = DirectionSet.create(dirs, torch.ones(len(factors)), projection_stds(w_samples, dirs), space="w",
+                                 layers=rows, method="supervised", model_id="faces64", model_hash=mh, names=factors)
+        eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=seed + 1)
+        out[f"{name}, 10 factors"] = float(eff.purity.mean())
+        out[f"{name}: dominant = its factor"] = sum(d == f for d, f in zip(eff.dominant, factors)) / len(factors)
+    return out
+
+
+def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: int = 0,
+            n_labelled: int = 0) -> dict[str, float | str]:
     """The figures of one model; ``seed`` draws other samples (GANSpace: other PCA samples too), which measures
     how much a figure moves by resampling alone."""
     from interp.builtin import load_predictor
@@ -83,6 +119,8 @@ def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: i
     eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=seed + 1)
     strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
     out[f"W axes, top {k}"] = float(eff.purity[strongest].mean())
+    if n_labelled:
+        out.update(supervised(G, predictor, mh, w_samples, n_samples, n_labelled, seed))
     return out
 
 
@@ -96,6 +134,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0",
                     help="measurement seeds, e.g. 0,1,2: each measures again from other samples; the table gives "
                          "the mean and the range, i.e. how far resampling alone moves a figure")
+    ap.add_argument("--supervised", action="store_true",
+                    help="also the label-guided W directions (InterFaceGAN, conditioned, Jacobian): a reference")
+    ap.add_argument("--supervised-samples", type=int, default=4000, help="labelled samples for InterFaceGAN")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
@@ -103,7 +144,8 @@ def main() -> None:
     for spec in args.models:
         results[spec] = []
         for i, seed in enumerate(seeds):
-            results[spec].append(measure(spec, args.k, args.samples, args.plot if i == 0 else None, seed))
+            results[spec].append(measure(spec, args.k, args.samples, args.plot if i == 0 else None, seed,
+                                         args.supervised_samples if args.supervised else 0))
             print(f"{spec} (seed {seed}): " + ", ".join(f"{k} {v:.0%}" for k, v in results[spec][-1].items()),
                   flush=True)
     keys = list(results[args.models[0]][0])
