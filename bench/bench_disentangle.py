@@ -21,6 +21,9 @@ methods above, not a target for them):
 - Jacobian: the least-norm W offset that, to first order, moves the factor and no other predicted factor
   (``effects.predictor_direction``).
 
+Each with its CLIP-name agreement: on directions that do move one factor, how often the tiny CLIP names it
+(the naming's own accuracy, apart from the directions' entanglement).
+
 Purity is the dominant factor's share of a direction's total (absolute) effect. ``--plot DIR`` also saves
 each model's effect matrix of the top SeFa directions (all layers) as ``DIR/effects_<model>.png``.
 ``--seeds 0,1,2`` measures each model again from other samples and gives each figure's mean and range.
@@ -52,7 +55,7 @@ def label(spec: str) -> str:
     return Path(spec).parent.name or spec
 
 
-def supervised(G, predictor, mh: str, w_samples: torch.Tensor, n_samples: int, n_labelled: int,
+def supervised(G, predictor, clip, mh: str, w_samples: torch.Tensor, n_samples: int, n_labelled: int,
                seed: int) -> dict[str, float]:
     """Mean purity of the label-guided W directions, one per non-categorical factor (see the module text)."""
     from interp.builtin.faces import FACTORS
@@ -74,6 +77,9 @@ def supervised(G, predictor, mh: str, w_samples: torch.Tensor, n_samples: int, n
         eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples, seed=seed + 1)
         out[f"{name}, 10 factors"] = float(eff.purity.mean())
         out[f"{name}: dominant = its factor"] = sum(d == f for d, f in zip(eff.dominant, factors)) / len(factors)
+        names = naming.name_directions(G, ds, clip, naming.default_vocabulary("faces64"), n_samples=16,
+                                       seed=seed + 2)
+        out[f"{name}: CLIP name = dominant factor"] = effects.clip_agreement(names, eff)["factor_agreement"]
     return out
 
 
@@ -120,7 +126,7 @@ def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: i
     strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
     out[f"W axes, top {k}"] = float(eff.purity[strongest].mean())
     if n_labelled:
-        out.update(supervised(G, predictor, mh, w_samples, n_samples, n_labelled, seed))
+        out.update(supervised(G, predictor, clip, mh, w_samples, n_samples, n_labelled, seed))
     return out
 
 
