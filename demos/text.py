@@ -400,7 +400,9 @@ def build(ctx: AppContext) -> None:
     method.change(lambda m: (gr.Group(visible=m == METHODS[0]), gr.Group(visible=m == METHODS[1])), method,
                   [global_box, opt_box], **private)
     ctx.model.change(h.model_changed, ctx.model, [target, neutral, session], **private)
-    note = lambda model_id: shown_markdown(clip_notice(model_id, "Text editing"))          # noqa: E731
+    def note(model_id: str) -> gr.Markdown:
+        return shown_markdown(clip_notice(model_id, "Text editing"))
+
     ctx.model.change(note, ctx.model, clip_md, show_progress="hidden", **private)
     if ctx.tab is not None:                       # opening the tab shows the current image (and whether CLIP is there)
         ctx.tab.select(h.on_open, [ctx.model, ctx.current], [brush, compare], **private)
