@@ -10,7 +10,8 @@ predictor on the same samples (the effect matrix: change of each true factor per
 - CLIP-name agreement: how often the tiny CLIP's name of a SeFa direction (40: 10 per preset) names
   its dominant true factor;
 - W axes: the mean purity of the 10 coordinate axes of W with the largest effect (the Hessian penalty
-  acts on these axes, so its claim is tested there too).
+  acts on these axes, so its claim is tested there too); S channels: the same for the single StyleSpace
+  channels (StyleSpace's claim: its channels are the most disentangled units).
 
 With ``--supervised``, also what a linear W direction can reach on the same generator, one direction per
 non-categorical factor (10), found with the factors' labels (so an upper reference for the unsupervised
@@ -125,6 +126,13 @@ def measure(spec: str, k: int, n_samples: int, plot: Path | None = None, seed: i
     eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=seed + 1)
     strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
     out[f"W axes, top {k}"] = float(eff.purity[strongest].mean())
+    s_samples = sample_latents(G, "s", 4000, seed=0)                       # every StyleSpace channel alone
+    axes = torch.eye(s_samples.shape[1])
+    ds = DirectionSet.create(axes, torch.ones(len(axes)), s_samples.std(0).clamp_min(1e-8), space="s", layers=rows,
+                             method="axes", model_id="faces64", model_hash=mh)
+    eff = effects.effect_matrix(G, predictor, ds, strength=1.0, n_samples=n_samples // 2, seed=seed + 1)
+    strongest = eff.matrix.abs().sum(dim=1).argsort(descending=True)[:k]
+    out[f"S channels, top {k}"] = float(eff.purity[strongest].mean())
     if n_labelled:
         out.update(supervised(G, predictor, clip, mh, w_samples, n_samples, n_labelled, seed))
     return out
