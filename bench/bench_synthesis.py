@@ -5,6 +5,7 @@
     python bench/bench_synthesis.py --official ../stylegan2-ada-pytorch    # ours / official at 256, 512, 1024
     python bench/bench_synthesis.py --edit-cost                            # per edited ws row: time vs FLOP share
     python bench/bench_synthesis.py --official PATH --variants             # + bf16 and torch.compile opt-ins
+    python bench/bench_synthesis.py --device cuda [--official PATH]       # ms/image, batch 1 and 16, fp32/bf16/fp16
 
 Default mode: an FFHQ-256-size generator (random weights), the tiny 64x64 golden checkpoints of
 ../shared/golden (or INTERP_GOLDEN_DIR) and the built-in model; "late edit" changes ws rows
@@ -217,6 +218,64 @@ def opt_ins(G: Generator, ws: torch.Tensor, official: Callable[[], object], t_nv
 
 
 # ----------------------------------------------------------------------------------------------------
+# --device: ms per image at batch 1 and 16, fp32 / bf16 / fp16 (the GPU figures; runs on CPU too)
+
+
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` that returns once the device has finished its work (CUDA launches are asynchronous)."""
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return run
+
+
+@torch.no_grad()
+def precisions(device: torch.device, resolutions: list[int], batches: list[int], official: Path | None,
+               repeat: int) -> None:
+    """Per resolution, batch and precision: ms per image of our synthesis (and of NVIDIA's in fp32 when a
+    checkout is given), and the half-precision images' largest error against fp32."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"ms per image on {name}; median of {repeat} timed calls after 2 warm-up calls")
+    print(f"{'res':>5} {'batch':>5} {'fp32':>8} {'bf16':>8} {'fp16':>8} {'official fp32':>14}  "
+          f"max |error| vs fp32 (bf16, fp16; image range +-scale)")
+    for res in resolutions:
+        cfg = ffhq_config(res)
+        G = random_generator(cfg).to(device)
+        nv = None
+        if official is not None:
+            nv = official_generator(official, cfg).to(device)
+            nv.load_state_dict(G.state_dict())
+        halves = {}
+        for dtype in (torch.bfloat16, torch.float16):
+            H = Generator(G.config).eval().requires_grad_(False)
+            H.load_state_dict(G.state_dict())
+            halves[dtype] = H.to(device, dtype)
+        for batch in batches:
+            ws = G.mapping(G.sample_z(batch, seed=0).to(device), truncation_psi=0.7)
+            reference = G.synthesis(ws)
+            scale = reference.abs().max().item()
+            cells, errors = [timeit(_synced(lambda: G.synthesis(ws), device), repeat)], []
+            for dtype, H in halves.items():
+                styles = {k: v.to(dtype) for k, v in G.styles(ws).items()}
+                run = _synced(lambda: H.synthesis_from_styles(styles), device)
+                cells.append(timeit(run, repeat))
+                errors.append((run().float() - reference).abs().max().item())
+            if nv is not None:
+                cells.append(timeit(_synced(lambda: nv.synthesis(ws, noise_mode="const", force_fp32=True), device),
+                                    repeat))
+            ms = [f"{t * 1000 / batch:8.2f}" for t in cells] + ([] if nv is not None else [f"{'-':>8}"])
+            print(f"{res:5d} {batch:5d} {ms[0]} {ms[1]} {ms[2]} {ms[3]:>14}  "
+                  f"{errors[0]:.3f}, {errors[1]:.3f} (+-{scale:.1f})", flush=True)
+        del G, nv, halves
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------------
 # --edit-cost: an edit's time vs the FLOP share of the layers it recomputes
 
 
@@ -382,8 +441,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", action="store_true", help="with --official: also bf16 and torch.compile")
+    p.add_argument("--device", help="cuda, cuda:N or cpu: ms per image at --batches in fp32, bf16 and fp16 there "
+                                    "(with --official: NVIDIA's fp32 beside them)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device:
+        official = args.official.resolve() if args.official else None
+        precisions(torch.device(args.device), args.resolutions, args.batches, official, args.rounds or 10)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {load()}, "
           f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
     if args.official:
