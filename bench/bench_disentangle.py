@@ -20,7 +20,7 @@ methods above, not a target for them):
 - InterFaceGAN: linear SVM boundaries on predictor-labelled samples (``--supervised-samples``, top and bottom
   2 %), and the same boundaries conditioned on all the others (each made orthogonal to the other normals);
 - Jacobian: the least-norm W offset that, to first order, moves the factor and no other predicted factor
-  (``effects.predictor_direction``).
+  (``interfacegan.gradient_boundaries``, the Attributes tab's "judge's gradient" directions).
 
 Each with its CLIP-name agreement: on directions that do move one factor, how often the tiny CLIP names it
 (the naming's own accuracy, apart from the directions' entanglement).
@@ -68,7 +68,8 @@ def supervised(G, predictor, clip, mh: str, w_samples: torch.Tensor, n_samples: 
     normals = torch.stack([b.normal for b in bounds])
     conditioned = torch.stack([ifg.condition(normals[i], torch.cat([normals[:i], normals[i + 1:]]))
                                for i in range(len(factors))])
-    jacobian = torch.stack([effects.predictor_direction(G, predictor, f, n_samples=8, seed=seed) for f in factors])
+    jacobian = torch.stack([b.normal for b in ifg.gradient_boundaries(G, ifg.PredictorScorer(predictor), factors,
+                                                                       n=8, seed=seed)])
     out = {}
     for name, dirs in (("InterFaceGAN W", normals), ("InterFaceGAN W, conditioned on the others", conditioned),
                        ("Jacobian W (first-order pure)", jacobian)):

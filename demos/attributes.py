@@ -11,6 +11,8 @@ API (gradio_client; the boundaries and the current image live in the client's se
     client.predict(model_id, "Attribute predictor", "", "w", 2000, 0.02, api_name="/attributes_train")
         # judge, CLIP prompt pairs (one "attribute: positive | negative" per line), space, samples, ratio
         # -> status, boundary table, attribute and hold-fixed choices
+    client.predict(model_id, "Attribute predictor", "", api_name="/attributes_gradient")
+        # instead of training: one first-order pure W direction per attribute from the judge's gradient
     client.predict(model_id, "age", 2.0, ["glasses"], api_name="/attributes_render")   # -> image
     client.predict(model_id, "age", 2.0, ["glasses"], api_name="/attributes_apply")    # push onto the stack
     client.predict(model_id, "Attribute predictor", "", "age", ["glasses"], 32, api_name="/attributes_verify")
@@ -47,7 +49,9 @@ SAMPLES = (200, 20_000, 2_000)        # min, max, default sampled latents
 STRENGTH = 5.0                        # slider range in std units
 VERIFY_SAMPLES = (8, 256, 32)
 PLOTTED_OTHERS = 4                    # the verification plot: the target and the attributes it moves most
-TABLE_COLUMNS = ["attribute", "validation accuracy", "remaining accuracy", "samples used", "std (latent units)"]
+TABLE_COLUMNS = ["attribute", "found by", "validation accuracy", "remaining accuracy", "samples used",
+                 "std (latent units)"]
+GRADIENT_SAMPLES = 8                  # samples the judge's gradient is averaged over
 
 
 @gpu
@@ -56,8 +60,11 @@ def _render(G: Generator, session: RenderSession, recipe: Recipe, edits: list) -
 
 
 def _table(bounds: list[ifg.Boundary]) -> pd.DataFrame:
-    rows = [[b.attribute, round(b.val_accuracy, 3), round(b.remaining_accuracy, 3), b.n_used, round(b.std, 4)]
-            for b in bounds]
+    def accuracy(v: float) -> float | None:
+        return None if v != v else round(v, 3)                            # NaN: no classifier (gradient)
+
+    rows = [[b.attribute, "SVM" if b.method == "svm" else "gradient", accuracy(b.val_accuracy),
+             accuracy(b.remaining_accuracy), b.n_used or None, round(b.std, 4)] for b in bounds]
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -158,6 +165,19 @@ class Handlers:
         status = (f"**{len(bounds)} boundaries** in `{space}` from {n:,} samples ({how}, judge: {judge}); each "
                   f"SVM saw the top and bottom {ratio:.0%}. Validation accuracy is on the held-out 30% of those "
                   "extremes, remaining accuracy on the samples between them.")
+        return [bounds, status, _table(bounds), *_choices(bounds)]
+
+    def gradient(self, model_id: str, judge: str, prompt_pairs: str, progress=gr.Progress()):
+        G = get_generator(self.ctx, model_id)
+        scorer = self.scorer(model_id, judge, prompt_pairs)
+        try:
+            bounds = gpu(ifg.gradient_boundaries)(G, scorer, n=GRADIENT_SAMPLES,
+                                                  progress=lambda f, t: progress(f, desc=t))
+        except ValueError as exc:
+            raise user_error(str(exc)) from exc
+        status = (f"**{len(bounds)} first-order pure directions** in `w` from the judge's gradient ({judge}, "
+                  f"{GRADIENT_SAMPLES} samples): each moves its attribute and, to first order, none of the others "
+                  "the judge reads. There is no classifier, so no accuracies; **Verify** shows what they do.")
         return [bounds, status, _table(bounds), *_choices(bounds)]
 
     def render(self, model_id, recipe, bounds, session, attribute: str, strength: float,
@@ -268,6 +288,7 @@ def build(ctx: AppContext) -> None:
                 ratio = gr.Slider(0.01, 0.5, value=0.02, step=0.01, label="Ratio", elem_id="attributes-ratio",
                                   info="Top and bottom share of the scores the SVM trains on (InterFaceGAN: 2%).")
             train_btn = gr.Button("Score samples and train", variant="primary")
+            gradient_btn = gr.Button("Or: directions from the judge's gradient (first-order pure, W)", size="sm")
             status = gr.Markdown("Press **Score samples and train**.")
             table = gr.Dataframe(_table([]), label="Boundaries", interactive=False, wrap=True)
         with gr.Column(scale=1):
@@ -313,6 +334,8 @@ def build(ctx: AppContext) -> None:
 
     train_btn.click(h.train, [ctx.model, judge, pairs, space, samples, ratio], train_outputs,
                     api_name="attributes_train", show_progress_on=status, **LONG_WORK)
+    gradient_btn.click(h.gradient, [ctx.model, judge, pairs], train_outputs, api_name="attributes_gradient",
+                       show_progress_on=status, **LONG_WORK)
     strength.input(h.render, edit_inputs, [image, session], api_name="attributes_render", **render_kw)
     gr.on([attribute.change, hold.change], h.render_if_current, edit_inputs, [image, session], **private,
           **render_kw)

@@ -813,7 +813,7 @@ def read_tagged_file(path: str | Path, what: str, max_bytes: int, tag: str, erro
 
 
 METHOD_NAMES = {"sefa": "SeFa", "ganspace": "GANSpace", "interfacegan": "InterFaceGAN", "styleclip": "StyleCLIP",
-                "dissection": "Dissection brush", "clip": "CLIP"}
+                "dissection": "Dissection brush", "clip": "CLIP", "gradient": "Judge's gradient"}
 
 
 def rows_text(rows: Sequence[int]) -> str:

@@ -46,7 +46,7 @@ def test_train_edit_hold_fixed_verify_and_export(faces_app):
     assert "boundaries" in status and "400 samples" in status
     names = [row[0] for row in table["data"]]
     assert {"age", "glasses", "smile"} <= set(names)
-    assert all(0.5 <= row[1] <= 1.0 for row in table["data"])           # validation accuracies are accuracies
+    assert all(row[1] == "SVM" and 0.5 <= row[2] <= 1.0 for row in table["data"])   # validation accuracies
 
     older = _pixels(client.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
     assert np.abs(older - _pixels(current)).mean() > 1                  # the edit changes the image
@@ -75,6 +75,35 @@ def test_train_edit_hold_fixed_verify_and_export(faces_app):
     assert "imported" in status2 and [r[0] for r in table2["data"]] == names
     again = _pixels(other.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
     assert np.array_equal(again, older)                                  # the same boundary, the same edit
+
+
+def test_gradient_directions_edit_and_verify(faces_app):
+    """The judge's gradient: one first-order pure W direction per attribute, no classifier; it edits, stacks
+    and verifies like a boundary, and moves its own attribute more than any other."""
+    url, tmp = faces_app
+    client = _client(url, tmp)
+    _, current, _ = client.predict("faces64", 3, 0.7, 1, api_name="/generate")
+    status, table, attribute, hold = client.predict("faces64", "Attribute predictor", "",
+                                                    api_name="/attributes_gradient")
+    assert "first-order pure directions" in status and "no accuracies" in status
+    rows = {row[0]: row for row in table["data"]}
+    assert {"age", "glasses", "smile", "yaw"} <= set(rows) and not any("=" in name for name in rows)
+    assert all(row[1] == "gradient" and row[2] is None and row[5] > 0 for row in rows.values())
+    older = _pixels(client.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
+    assert np.abs(older - _pixels(current)).mean() > 1
+    _, summary, *_ = client.predict("faces64", "age", 2.0, [], api_name="/attributes_apply")
+    assert "Judge's gradient 'age': +2.00 std in w" in summary
+    text, data = client.predict("faces64", "Attribute predictor", "", "yaw", [], 16, api_name="/attributes_verify")
+    change = {}
+    for name, strength, value in data["data"]:
+        change.setdefault(name, {})[strength] = value
+    moved = {name: abs(v[max(v)] - v[min(v)]) for name, v in change.items()}
+    assert max(moved, key=moved.get) == "yaw"                            # the SVM boundary's yaw moves glasses most
+    with pytest.raises(Exception, match="empty on one side"):               # the judge is checked as for training
+        client.predict("faces64", "CLIP prompt pairs", "glasses: a face with glasses | ", api_name="/attributes_gradient")
+    status, table, *_ = client.predict("faces64", "CLIP prompt pairs", "glasses: a face with glasses | a face "
+                                       "without glasses\nage: an old face | a young face", api_name="/attributes_gradient")
+    assert [row[0] for row in table["data"]] == ["glasses", "age"] and "CLIP prompt pairs" in status
 
 
 def test_bad_input_gets_clear_errors(faces_app):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 from interp.builtin.faces import FACTOR_NAMES, FACTORS
 from interp.methods import effects, naming
+from interp.methods import interfacegan as ifg
 from interp.edit import DirectionEdit
 
 CONTINUOUS = [f.name for f in FACTORS if f.kind == "continuous"]
@@ -99,14 +101,29 @@ class _LinearFaces(torch.nn.Module):
         return out
 
 
-def test_predictor_direction_solves_a_known_jacobian():
+class _LinearJudge:
+    """The linear predictor above as an InterFaceGAN judge with a gradient."""
+
+    id = "linear"
+    attributes = tuple(ifg.AttributeSpec(f.name, f.kind, tuple(f.categories)) for f in FACTORS)
+
+    def differentiable(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return _LinearFaces.predictor(images)
+
+
+def test_gradient_directions_solve_a_known_jacobian(tmp_path):
     """The direction that moves one factor and no other, checked against a Jacobian known by construction
     (not against the predictor that made it); its measured effect is exactly that factor."""
     G, P = _LinearFaces(), _LinearFaces.predictor
     e = torch.eye(G.w_dim)
-    assert torch.allclose(effects.predictor_direction(G, P, "smile", n_samples=2), e[0], atol=1e-5)
-    assert torch.allclose(effects.predictor_direction(G, P, "age", n_samples=2), (e[1] - e[0]) / 2**0.5, atol=1e-5)
-    assert torch.allclose(effects.predictor_direction(G, P, "yaw", n_samples=2).abs(), e[4], atol=1e-5)
+    smile_d, age_d, yaw_d = ifg.gradient_boundaries(G, _LinearJudge(), ["smile", "age", "yaw"], n=2)
+    assert torch.allclose(smile_d.normal, e[0], atol=1e-5)                # not the naive gradient e0 + e1
+    assert torch.allclose(age_d.normal, (e[1] - e[0]) / 2**0.5, atol=1e-5)
+    assert torch.allclose(yaw_d.normal, e[4], atol=1e-5)
+    assert smile_d.method == "gradient" and smile_d.edit(1.0).method == "gradient" and math.isnan(smile_d.val_accuracy)
+    assert smile_d.std == pytest.approx(1.0, abs=0.1)                     # W codes ~ N(0, I) here
+    back = ifg.load_boundaries(ifg.save_boundaries([smile_d, age_d], tmp_path / "g.safetensors"))
+    assert [b.method for b in back] == ["gradient"] * 2 and torch.allclose(back[1].normal, age_d.normal)
     # measured on the same linear model, the effect per std is std * J d: pure smile for e0, while the
     # naive gradient e0 + e1 also moves age (purity 2/3)
     smile, age = FACTOR_NAMES.index("smile"), FACTOR_NAMES.index("age")
@@ -118,9 +135,11 @@ def test_predictor_direction_solves_a_known_jacobian():
     assert torch.allclose(eff.matrix, expected, atol=1e-5)
     assert eff.dominant == ["smile", "smile"] and torch.allclose(eff.purity, torch.tensor([1.0, 2 / 3]))
     with pytest.raises(ValueError, match="categorical"):
-        effects.predictor_direction(G, P, "hair_color")
-    with pytest.raises(ValueError, match="unknown factor 'beard'"):
-        effects.predictor_direction(G, P, "beard")
+        ifg.gradient_boundaries(G, _LinearJudge(), ["hair_color=black"])
+    with pytest.raises(ValueError, match="unknown attribute 'beard'"):
+        ifg.gradient_boundaries(G, _LinearJudge(), ["beard"])
+    with pytest.raises(ValueError, match="has no gradient"):
+        ifg.gradient_boundaries(G, type("Scores", (), {"id": "ws", "attributes": ()})())
 
 
 def test_compare_spaces_summaries(tiny_generator, tmp_path, monkeypatch):

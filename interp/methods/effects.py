@@ -38,7 +38,6 @@ __all__ = [
     "effect_matrix",
     "factor_columns",
     "plot_effects",
-    "predictor_direction",
 ]
 
 
@@ -157,44 +156,6 @@ def effect_matrix(G: Generator, predictor: torch.nn.Module, directions: Directio
         rows.append(_reduce(total / n_samples / (2 * e.strength)))
     names = tuple(f.name for f in _factors())
     return EffectMatrix(torch.stack(rows).cpu(), names, tuple(labels))
-
-
-def predictor_direction(G: Generator, predictor: torch.nn.Module, factor: str, n_samples: int = 8, seed: int = 0,
-                        truncation_psi: float = 0.7, rows: Sequence[int] | None = None) -> Tensor:
-    """A W direction [w_dim] that, to first order, moves ``factor`` and no other predicted factor.
-
-    The mean Jacobian J of the predictor's outputs (``factor_columns``) with respect to a W offset
-    on ``rows`` is computed by autograd; the least-norm solution of J d = e_factor is returned
-    (unit length). Needs w_dim >= the number of columns to be exact; otherwise it is the
-    least-squares compromise.
-    """
-    names = [f.name for f in _factors()]
-    if factor not in names:
-        raise ValueError(f"unknown factor {factor!r}; allowed: {', '.join(names)}")
-    kinds = {f.name: f.kind for f in _factors()}
-    if kinds[factor] == "categorical":
-        raise ValueError(f"factor {factor!r} is categorical; pick a continuous or binary factor")
-    rows = list(range(G.num_ws)) if rows is None else list(rows)
-    with torch.no_grad():
-        ws = G.mapping(G.sample_z(n_samples, seed), truncation_psi=truncation_psi)   # [n, num_ws, w_dim]
-
-    def response(delta: Tensor) -> Tensor:
-        moved = ws.clone()
-        moved[:, rows] = moved[:, rows] + delta
-        return factor_columns(predictor(G.synthesis(moved, noise_mode="const"))).mean(0)  # [C]
-
-    with torch.enable_grad():
-        J = torch.autograd.functional.jacobian(response, torch.zeros(G.w_dim, device=ws.device),
-                                             vectorize=True)                                  # [C, w_dim]
-    col = 0
-    for f in _factors():
-        if f.name == factor:
-            break
-        col += len(f.categories) if f.kind == "categorical" else 1
-    target = torch.zeros(J.shape[0], dtype=torch.float64, device=J.device)
-    target[col] = 1.0
-    d = torch.linalg.pinv(J.double()) @ target                             # least-norm J d = e_factor
-    return (d / d.norm()).float().cpu()
 
 
 class FactorAxisGenerator(torch.nn.Module):

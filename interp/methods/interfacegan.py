@@ -77,7 +77,7 @@ from torch import Tensor
 from interp import diskcache
 from interp.directions import DirectionSet, load_directions, save_directions
 from interp.edit import (PRECISIONS, DirectionEdit, apply_styles, apply_ws, apply_z, cast_styles, render_copy,
-                         resolve_precision, sample_latents)
+                         projection_stds, resolve_precision, sample_latents)
 from interp.models.stylegan2 import Generator
 
 __all__ = [
@@ -99,6 +99,7 @@ __all__ = [
     "entanglement",
     "estimate_seconds",
     "format_prompt_pairs",
+    "gradient_boundaries",
     "latent_codes",
     "load_boundaries",
     "parse_prompt_pairs",
@@ -113,6 +114,7 @@ __all__ = [
 
 SPACES = ("z", "w", "w+", "s")
 KINDS = ("continuous", "binary", "categorical")
+BOUNDARY_METHODS = ("svm", "gradient")
 MIN_PER_SIDE = 10          # fewest samples per side (top / bottom) a boundary is trained on
 SCORE_CACHE = "interfacegan-scores"
 BOUNDARY_CACHE = "interfacegan-boundaries"
@@ -223,6 +225,10 @@ class PredictorScorer:
     def __call__(self, images: Tensor | None, ws: Tensor) -> dict[str, Tensor]:
         if images is None:
             raise ValueError("the attribute predictor reads images; got none")
+        return self.differentiable(images)
+
+    def differentiable(self, images: Tensor) -> dict[str, Tensor]:
+        """The scores with autograd (for :func:`gradient_boundaries`)."""
         device = next(self.predictor.parameters()).device
         return self.predictor(images.to(device, torch.float32))
 
@@ -320,8 +326,14 @@ class ClipPairScorer:
     def __call__(self, images: Tensor | None, ws: Tensor) -> dict[str, Tensor]:
         if images is None:
             raise ValueError("CLIP reads images; got none")
-        e = self.clip.encode_images(images.float())                            # [N, E] unit
-        diff = e @ (self.positive - self.negative).to(e).T                     # [N, P]
+        return self._scores(self.clip.encode_images(images.float()))
+
+    def differentiable(self, images: Tensor) -> dict[str, Tensor]:
+        """The scores with autograd (for :func:`gradient_boundaries`)."""
+        return self._scores(self.clip.embed_images(images.float()))
+
+    def _scores(self, e: Tensor) -> dict[str, Tensor]:
+        diff = e @ (self.positive - self.negative).to(e).T                     # [N, P]; e: unit embeddings [N, E]
         return {a.name: diff[:, i] for i, a in enumerate(self.attributes)}
 
 
@@ -604,6 +616,7 @@ class Boundary:
     model_hash: str = ""
     scorer_id: str = ""
     conditions: tuple[str, ...] = ()     # attributes held fixed (see conditioned)
+    method: str = "svm"                  # "svm": InterFaceGAN; "gradient": the judge's first-order pure direction
 
     def __post_init__(self) -> None:
         _check_space(self.space)
@@ -621,6 +634,8 @@ class Boundary:
             raise ValueError(f"std must be positive, got {self.std}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown attribute kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        if self.method not in BOUNDARY_METHODS:
+            raise ValueError(f"unknown boundary method {self.method!r}; allowed: {', '.join(BOUNDARY_METHODS)}")
         object.__setattr__(self, "conditions", tuple(self.conditions))
 
     @property
@@ -663,7 +678,7 @@ class Boundary:
                                  f"only w boundaries take other layers")
             rows = layers
         return DirectionEdit(self.edit_direction, self.edit_space, rows, strength, self.std, self.label,
-                             "interfacegan")
+                             "interfacegan" if self.method == "svm" else "gradient")
 
     def decision(self, codes: Tensor) -> Tensor:
         """Signed distances [N] of codes [N, D] to the hyperplane (positive: the attribute's side)."""
@@ -696,7 +711,7 @@ class Boundary:
                 "n_train": self.n_train, "n_val": self.n_val, "n_used": self.n_used, "n_remaining": self.n_remaining,
                 "ratio": self.ratio,
                 "offset": self.offset, "std": self.std, "dim": self.dim, "conditions": list(self.conditions),
-                "model_hash": self.model_hash, "scorer": self.scorer_id}
+                "model_hash": self.model_hash, "scorer": self.scorer_id, "method": self.method}
 
     @classmethod
     def from_dict(cls, meta: Mapping[str, Any], normal: Tensor) -> "Boundary":
@@ -704,7 +719,8 @@ class Boundary:
                    float(meta["std"]), meta.get("kind", "continuous"), float(meta.get("val_accuracy", "nan")),
                    float(meta.get("remaining_accuracy", "nan")), int(meta.get("n_train", 0)),
                    int(meta.get("n_val", 0)), int(meta.get("n_remaining", 0)), float(meta.get("ratio", "nan")),
-                   meta.get("model_hash", ""), meta.get("scorer", ""), tuple(meta.get("conditions", ())))
+                   meta.get("model_hash", ""), meta.get("scorer", ""), tuple(meta.get("conditions", ())),
+                   meta.get("method", "svm"))
 
 
 def _target_scores(samples: Samples, attribute: str) -> tuple[Tensor, float]:
@@ -886,6 +902,76 @@ def train_boundaries(samples: Samples, attributes: Sequence[str] | None = None, 
                            {"boundaries": json.dumps([b.to_dict() for b in out])})
         except OSError:
             pass
+    return out
+
+
+def _flat_columns(scorer: Scorer, raw: Mapping[str, Tensor]) -> Tensor:
+    """Differentiable scores {attribute: [N] or [N, classes]} -> their mean over the samples, one value per
+    column of :func:`_columns` [C]."""
+    cols = []
+    for a in scorer.attributes:
+        v = raw[a.name].float()
+        cols.append(v.mean(0).reshape(-1))
+    return torch.cat(cols)
+
+
+def gradient_boundaries(G: Generator, scorer: Scorer, attributes: Sequence[str] | None = None, n: int = 8,
+                        seed: int = 0, psi: float = 0.7, std_samples: int = 2000,
+                        progress: Progress | None = None) -> list[Boundary]:
+    """First-order pure W directions from the judge's gradient, one per attribute (default: every
+    non-categorical one), as :class:`Boundary` objects (method ``"gradient"``) that edit like the SVM ones.
+
+    J is the mean Jacobian [C, w_dim] of the judge's score columns with respect to a W offset of every
+    ws row, over ``n`` samples (truncation ``psi``); a direction is the least-norm solution of
+    ``J d = e_attribute``: to first order it moves its attribute and no other column the judge reads
+    (the assessor-gradient idea of GANalyze, with every other attribute held by construction). Needs a
+    judge with ``differentiable(images)`` (the built-in predictor, CLIP prompt pairs). ``std`` is the
+    spread of ``std_samples`` W codes along the direction. There is no classifier: accuracies are NaN.
+    """
+    if not callable(getattr(scorer, "differentiable", None)):
+        raise ValueError(f"judge {scorer.id!r} has no gradient; gradient directions need the attribute predictor "
+                         "or CLIP prompt pairs")
+    kinds = _columns(scorer)
+    names = list(kinds)
+    targets = [c for c in names if kinds[c] != "categorical"] if attributes is None else list(attributes)
+    for a in targets:
+        if a not in kinds:
+            raise ValueError(f"unknown attribute {a!r}; available: {', '.join(names)}")
+        if kinds[a] == "categorical":
+            raise ValueError(f"{a!r} is one value of a categorical attribute: its gradient direction is not defined "
+                             "(use the SVM boundaries)")
+    if not targets:
+        raise ValueError("the judge reads no attribute a gradient direction can target")
+    n = _positive_int(n, "n (samples for the gradient)")
+    psi = _check_psi(psi)
+    rows = tuple(range(G.num_ws))
+    _report(progress, 0.0, f"the judge's gradient on {n} samples")
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(n, seed), truncation_psi=psi)                # [n, num_ws, w_dim]
+
+    def response(delta: Tensor) -> Tensor:
+        return _flat_columns(scorer, scorer.differentiable(G.synthesis(ws + delta, noise_mode="const")))
+
+    with torch.enable_grad():
+        J = torch.autograd.functional.jacobian(response, torch.zeros(G.w_dim, device=ws.device),
+                                             vectorize=True).double()     # [C, w_dim]
+    if not torch.isfinite(J).all():
+        raise ValueError("the judge's gradient is not finite on these samples")
+    _report(progress, 0.8, "solving for the first-order pure directions")
+    pinv = torch.linalg.pinv(J)                                            # [w_dim, C]
+    with torch.no_grad():
+        codes = G.mapping(G.sample_z(_positive_int(std_samples, "std_samples", 2), seed))[:, 0].cpu()   # W codes
+    mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
+    out = []
+    for a in targets:
+        d = pinv[:, names.index(a)].float().cpu()
+        if not torch.isfinite(d).all() or d.norm() == 0:
+            raise ValueError(f"no direction moves {a!r} on these samples (its gradient is zero)")
+        d = d / d.norm()
+        std = float(projection_stds(codes, d[None])[0])
+        out.append(Boundary(a, "w", rows, d, float("nan"), std, kinds[a], model_hash=mh, scorer_id=scorer.id,
+                            method="gradient"))
+    _report(progress, 1.0, f"{len(out)} gradient directions")
     return out
 
 

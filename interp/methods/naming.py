@@ -218,6 +218,10 @@ class ClipScorer:
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:
         """Unit embeddings [N, E] of images [N, 3, H, W] in about [-1, 1]."""
+        return self.embed_images(images)
+
+    def embed_images(self, images: Tensor) -> Tensor:
+        """:meth:`encode_images` with autograd (resize to the CLIP's input size, clamp, its mean and std)."""
         x = images.to(self.device, torch.float32)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,

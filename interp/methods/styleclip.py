@@ -320,14 +320,7 @@ def clip_embed(clip, images: Tensor) -> Tensor:
     The same pre-processing as ``ClipScorer.encode_images`` (resize to the CLIP's input size, clamp,
     the CLIP's mean / std), without ``no_grad``.
     """
-    size = clip.image_size
-    x = images.to(clip.device, torch.float32)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
-    mean = torch.tensor(clip.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(clip.std, device=x.device).view(1, 3, 1, 1)
-    x = ((x.clamp(-1, 1) + 1) * 0.5 - mean) / std
-    return F.normalize(clip.model.encode_image(x).float(), dim=-1)
+    return clip.embed_images(images)
 
 
 def _check_count(value: Any, what: str, low: int) -> int:
