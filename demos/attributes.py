@@ -302,7 +302,8 @@ def build(ctx: AppContext) -> None:
                                  elem_id="attributes-strength")
             hold = gr.Dropdown([], multiselect=True, label="Hold fixed", allow_custom_value=True,
                                info="Conditional manipulation: these attributes' normals are projected out, so the "
-                                    "edit leaves them unchanged (the lecture's 'older faces get glasses' fix).")
+                                    "edit leaves them unchanged (the lecture's 'older faces get glasses' fix). "
+                                    "Directions from the judge's gradient hold every other attribute already.")
             with gr.Row():
                 apply_btn = gr.Button("Apply to the current image", variant="primary")
                 verify_btn = gr.Button("Verify this direction")

@@ -122,6 +122,8 @@ def test_gradient_directions_solve_a_known_jacobian(tmp_path):
     assert torch.allclose(yaw_d.normal, e[4], atol=1e-5)
     assert smile_d.method == "gradient" and smile_d.edit(1.0).method == "gradient" and math.isnan(smile_d.val_accuracy)
     assert smile_d.std == pytest.approx(1.0, abs=0.1)                     # W codes ~ N(0, I) here
+    held = age_d.conditioned([smile_d])                                  # already held: the same direction
+    assert torch.equal(held.normal, age_d.normal) and held.label == "age (smile fixed)"
     back = ifg.load_boundaries(ifg.save_boundaries([smile_d, age_d], tmp_path / "g.safetensors"))
     assert [b.method for b in back] == ["gradient"] * 2 and torch.allclose(back[1].normal, age_d.normal)
     # measured on the same linear model, the effect per std is std * J d: pure smile for e0, while the

@@ -688,7 +688,9 @@ class Boundary:
         """This boundary with the others' normals projected out (their attributes held fixed; see :func:`condition`).
 
         The std stays that of the plain boundary, so a strength moves the same latent distance; the
-        offset becomes NaN (the result is an edit direction, not a classifier).
+        offset becomes NaN (the result is an edit direction, not a classifier). A ``gradient`` direction
+        already holds every attribute its judge reads (to first order): it stays as it is, with the
+        attributes recorded as held fixed.
         """
         others = list(others)
         if not others:
@@ -699,9 +701,11 @@ class Boundary:
                                  f"{self.space} rows {list(self.rows)}, {o.label!r} is {o.space} rows {list(o.rows)}")
             if o.attribute == self.attribute:
                 raise ValueError(f"cannot hold {o.attribute!r} fixed while editing it")
+        names = tuple(dict.fromkeys(self.conditions + tuple(o.attribute for o in others)))
+        if self.method == "gradient" and all(o.scorer_id == self.scorer_id for o in others):
+            return replace(self, conditions=names)
         normal = condition(self.normal, [o.normal for o in others],
                            names=[o.attribute for o in others], primary_name=self.attribute)
-        names = tuple(dict.fromkeys(self.conditions + tuple(o.attribute for o in others)))
         return replace(self, normal=normal, offset=float("nan"), conditions=names)
 
     def to_dict(self) -> dict[str, Any]:
