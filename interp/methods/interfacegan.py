@@ -958,7 +958,7 @@ def gradient_boundaries(G: Generator, scorer: Scorer, attributes: Sequence[str] 
 
     with torch.enable_grad():
         J = torch.autograd.functional.jacobian(response, torch.zeros(G.w_dim, device=ws.device),
-                                             vectorize=True).double()     # [C, w_dim]
+                                             vectorize=False).double()    # [C, w_dim]; one backward pass per column
     if not torch.isfinite(J).all():
         raise ValueError("the judge's gradient is not finite on these samples")
     _report(progress, 0.8, "solving for the first-order pure directions")
