@@ -747,7 +747,7 @@ def sample_latents(G: Generator, space: str, n: int, seed: int, rows: Sequence[i
     if space == "z":
         return z.cpu()
     rows = tuple(range(G.num_ws)) if rows is None else tuple(rows)
-    names = style_layers_for_rows(G, rows)
+    names = style_layers_for_rows(G, rows) if space == "s" else ()
     out = []
     for chunk in z.split(batch_size):
         w = G.mapping(chunk, truncation_psi=truncation_psi)[:, 0]          # [B, w_dim]

@@ -962,19 +962,16 @@ def gradient_boundaries(G: Generator, scorer: Scorer, attributes: Sequence[str] 
     if not torch.isfinite(J).all():
         raise ValueError("the judge's gradient is not finite on these samples")
     _report(progress, 0.8, "solving for the first-order pure directions")
-    pinv = torch.linalg.pinv(J)                                            # [w_dim, C]
-    with torch.no_grad():
-        codes = G.mapping(G.sample_z(_positive_int(std_samples, "std_samples", 2), seed))[:, 0].cpu()   # W codes
-    mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
-    out = []
-    for a in targets:
-        d = pinv[:, names.index(a)].float().cpu()
+    dirs = torch.linalg.pinv(J)[:, [names.index(a) for a in targets]].T.float().cpu()   # [targets, w_dim]
+    for a, d in zip(targets, dirs):
         if not torch.isfinite(d).all() or d.norm() == 0:
             raise ValueError(f"no direction moves {a!r} on these samples (its gradient is zero)")
-        d = d / d.norm()
-        std = float(projection_stds(codes, d[None])[0])
-        out.append(Boundary(a, "w", rows, d, float("nan"), std, kinds[a], model_hash=mh, scorer_id=scorer.id,
-                            method="gradient"))
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        stds = projection_stds(sample_latents(G, "w", std_samples, seed), dirs)
+    mh = diskcache.model_hash(G) if hasattr(G, "content_hash") else ""
+    out = [Boundary(a, "w", rows, d, float("nan"), float(std), kinds[a], model_hash=mh, scorer_id=scorer.id,
+                    method="gradient") for a, d, std in zip(targets, dirs, stds)]
     _report(progress, 1.0, f"{len(out)} gradient directions")
     return out
 

@@ -273,14 +273,13 @@ def _cached_clip_weights() -> str | None:
     return None
 
 
-def _hub_clip_weights() -> str:
-    """The local file of open_clip's weights: from the cache, else downloaded (offline: an error)."""
+def _download_clip_weights() -> str:
+    """The local file of open_clip's weights, downloaded into the Hub cache (offline: an error)."""
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     from interp import hub
 
-    weights = _cached_clip_weights() or download_pretrained(get_pretrained_cfg(*HUB_CLIP),
-                                                            cache_dir=str(hub.cache_dir()))
+    weights = download_pretrained(get_pretrained_cfg(*HUB_CLIP), cache_dir=str(hub.cache_dir()))
     if not weights:
         raise FileNotFoundError(f"no download address for {HUB_CLIP[0]} {HUB_CLIP[1]}")
     return weights
@@ -340,13 +339,14 @@ def load_paired_clip(model_id: str | None, device: str | torch.device = "cpu") -
     with _CLIP_LOCK:
         if key in _HUB_CLIPS:
             return _HUB_CLIPS[key], f"open_clip {name} ({pretrained})"
-    why = None if _cached_clip_weights() else _hub_unreachable()
+    weights = _cached_clip_weights()
+    why = None if weights else _hub_unreachable()
     if why is not None:
         return None, why
     try:
         import open_clip
 
-        weights = _hub_clip_weights()    # fetched (or found in the cache) before building a large model
+        weights = weights or _download_clip_weights()    # before building a large model: fails fast offline
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device)
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as exc:  # noqa: BLE001 - download / offline / missing package: explain and go on without

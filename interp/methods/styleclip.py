@@ -117,7 +117,6 @@ __all__ = [
     "categorical_contrast",
     "channel_scores",
     "check_texts",
-    "clip_embed",
     "clip_hash",
     "embedding_basis",
     "factor_changes",
@@ -314,15 +313,6 @@ def clip_hash(clip) -> str:
     return value
 
 
-def clip_embed(clip, images: Tensor) -> Tensor:
-    """Unit CLIP embeddings [N, E] of images [N, 3, H, W] in about [-1, 1], differentiable.
-
-    The same pre-processing as ``ClipScorer.encode_images`` (resize to the CLIP's input size, clamp,
-    the CLIP's mean / std), without ``no_grad``.
-    """
-    return clip.embed_images(images)
-
-
 def _check_count(value: Any, what: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
@@ -349,7 +339,7 @@ def basis_embeddings(G: Generator, clip, seed: int, psi: float, basis_samples: i
     """
     stop = basis_samples if stop is None else stop
     z = G.sample_z(basis_samples, seed + 2)[start:stop]
-    return torch.cat([clip_embed(clip, G.synthesis(G.mapping(zc, truncation_psi=psi))).cpu()
+    return torch.cat([clip.embed_images(G.synthesis(G.mapping(zc, truncation_psi=psi))).cpu()
                       for zc in z.split(batch_size * 4)])
 
 
@@ -381,7 +371,7 @@ def relevance_sums(G: Generator, clip, z: Tensor, psi: float, channel_std: Tenso
             s0 = torch.cat(list(G.styles(ws).values()), dim=1)              # [B, C]
         s = s0.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            e = clip_embed(clip, G.synthesis_from_styles(_split(G, s))) @ basis_dev.T   # [B, K]
+            e = clip.embed_images(G.synthesis_from_styles(_split(G, s))) @ basis_dev.T   # [B, K]
             grads, = torch.autograd.grad(e, s, cot[:, None, :].expand(k, s.shape[0], k), is_grads_batched=True)
         total += (grads * std_dev).sum(1).T.double().cpu()                 # [K, B, C] -> [C, K]
         if on_batch is not None:
@@ -694,7 +684,7 @@ def optimize(G: Generator, latent: Latent, clip, text: str, steps: int = 100, l2
             theta[:, :, 2] = shift
             grid = F.affine_grid(theta.to(x), [views, *x.shape[1:]], align_corners=False)
             x = F.grid_sample(x.expand(views, -1, -1, -1), grid, padding_mode="reflection", align_corners=False)
-        emb = clip_embed(clip, x)                                          # [views, E]
+        emb = clip.embed_images(x)                                          # [views, E]
         return (emb @ target).mean(), emb.mean(0)
 
     with torch.no_grad():
