@@ -61,7 +61,7 @@ def _render(G: Generator, session: RenderSession, recipe: Recipe, ds: DirectionS
 
 def slider_updates(ds: DirectionSet | None, k: int | None = None) -> list[gr.Slider]:
     """K_MAX slider updates: named, with the method's statistic as info, visible for the first K, reset to 0."""
-    names = [naming.DirectionName(**d) for d in ds.params.get("naming", [])] if ds is not None else []
+    names = naming.stored_names(ds)
     phrases = naming.distinct_phrases(names)
     out = []
     for i in range(K_MAX):

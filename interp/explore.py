@@ -60,7 +60,7 @@ def find_directions(G: Generator, model_id: str, method: str, rows: tuple[int, .
     if clip is None:
         return ds, f"No CLIP is available, so the directions keep their index names: {why}."
     names = naming.name_directions(G, ds, clip, vocabulary, n_samples=NAMING_SAMPLES, truncation_psi=psi)
-    labels = [f"{'+' if n.sign > 0 else '-'} {text}" for n, text in zip(names, naming.distinct_phrases(names))]
+    labels = [n.signed(text) for n, text in zip(names, naming.distinct_phrases(names))]
     ds = ds.with_names(labels, naming=[n.to_dict() for n in names], clip=why)
     return ds, f"Named with {why} (both signs, {NAMING_SAMPLES} samples per direction)."
 
@@ -92,7 +92,7 @@ def effects_report(G: Generator, ds: DirectionSet, psi: float, device: str = "cp
     fig.savefig(buf, format="png")                                         # Agg, no GUI backend needed
     image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     lines = ["| direction | dominant factor | response / std | purity | CLIP name agrees |", "|---|---|---|---|---|"]
-    names = [naming.DirectionName(**d) for d in ds.params.get("naming", [])]
+    names = naming.stored_names(ds)
     agreement = effects_mod.clip_agreement(names, eff) if len(names) == ds.k else None
     for i, row in enumerate(eff.rows()):
         agree = "" if agreement is None else ("yes" if agreement["per_direction"][i]["agrees"] else "no")

@@ -48,6 +48,7 @@ __all__ = [
     "load_paired_clip",
     "name_directions",
     "parse_vocabulary",
+    "stored_names",
 ]
 
 BUILTIN_IDS = ("faces64",)
@@ -378,7 +379,11 @@ class DirectionName:
 
     @property
     def label(self) -> str:
-        return f"{'+' if self.sign > 0 else '-'} {self.phrase}"
+        return self.signed(self.phrase)
+
+    def signed(self, text: str) -> str:
+        """``text`` with the name's sign in front ('+ a smiling face')."""
+        return f"{'+' if self.sign > 0 else '-'} {text}"
 
     @property
     def also(self) -> str:
@@ -408,6 +413,11 @@ def _and(phrase: str, also: str) -> str:
         shared += 1
     rest = " ".join(other[shared:] if shared >= 2 else other)
     return f"{phrase} and {'not ' if negated else ''}{rest}"
+
+
+def stored_names(ds: DirectionSet | None) -> list[DirectionName]:
+    """The CLIP names a direction set carries (``params["naming"]``), [] for none."""
+    return [DirectionName(**d) for d in ds.params.get("naming", [])] if ds is not None else []
 
 
 def distinct_phrases(names: Sequence[DirectionName]) -> list[str]:
