@@ -325,3 +325,28 @@ def test_paired_clip_missing_for_hub_models_offline(monkeypatch):
     monkeypatch.setattr(naming, "_HUB_CLIPS", {})
     clip, why = naming.load_paired_clip("ffhq512")
     assert clip is None and "ViT-B-32" in why
+
+
+def test_gradient_directions_on_a_hub_checkpoint_with_clip_pairs(golden):
+    """A Hub-format model (NVIDIA pickle, restricted loader) judged by CLIP prompt pairs, as the attributes tab
+    does for Hub models: each direction moves its own pair's score and, to first order, not the other's
+    (checked by central differences of the scores on the samples the Jacobian was taken on)."""
+    from interp.models.loaders import load_checkpoint
+
+    G = load_checkpoint(golden / "sg2ada-tiny64" / "network.pkl").eval()
+    judge = ifg.ClipPairScorer(_random_clip(), "glasses: a face with glasses | a face without glasses\n"
+                                               "age: an old face | a young face")
+    dirs = ifg.gradient_boundaries(G, judge, n=3, seed=1, psi=0.7, std_samples=200)
+    assert [b.attribute for b in dirs] == ["glasses", "age"] and all(b.method == "gradient" for b in dirs)
+    assert all(b.rows == tuple(range(G.num_ws)) and b.std > 0 and b.scorer_id == judge.id for b in dirs)
+    with torch.no_grad():
+        ws = G.mapping(G.sample_z(3, 1), truncation_psi=0.7)
+
+        def scores(delta: torch.Tensor) -> torch.Tensor:
+            s = judge(G.synthesis(ws + delta, noise_mode="const"), ws)
+            return torch.stack([s["glasses"].mean(), s["age"].mean()]).double()
+
+        h = 1e-2
+        for i, b in enumerate(dirs):
+            change = (scores(h * b.normal) - scores(-h * b.normal)) / (2 * h)   # J d: e_i times a positive gain
+            assert change[i] > 0 and abs(float(change[1 - i])) < 0.02 * float(change[i]), change
