@@ -35,10 +35,8 @@ the concept needs it (progress on the note) and the result is cached on disk.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -47,7 +45,8 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from demos.common import LONG_WORK, AppContext, check_float, check_int, get_generator, gpu, int_slider, user_error
+from demos.common import (LONG_WORK, AppContext, check_float, check_int, export_path, get_generator, gpu, int_slider,
+                          user_error)
 from demos.current import current_recipe, publish
 from interp import diskcache
 from interp.edit import Recipe, RenderSession, UnitEdit
@@ -328,8 +327,7 @@ class Handlers:
         painted = editor_strokes(editor)
         if painted is None:
             raise user_error("Paint the region first: brush over the part of the image to edit.")
-        folder = Path(tempfile.mkdtemp(prefix="interp-paint-"))
-        path = folder / "mask.png"
+        path = export_path("mask.png")                             # goes with the other exports after their TTL
         Image.fromarray(painted.astype(np.uint8) * 255).save(path)
         return str(path)
 
