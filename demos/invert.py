@@ -52,6 +52,8 @@ DEFAULT_STEPS = 200
 PREVIEW_EVERY = 10
 SHOW = 256                        # before/after and the brush canvas are shown enlarged to this size
 ENCODER_MODELS = ("faces64",)
+METHOD_INFO = ("Optimization: Adam from the average face. Encoder: one pass (built-in model). "
+               "Hybrid: the encoder, then the steps.")
 LOW_PSNR = 22.0                   # below this the reconstruction note says the image may be out of domain
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples" / "invert"
 TABLE_HEADERS = ["Method", "Task", "Steps", "PSNR (dB)", "SSIM", "Perceptual", "Time (s)", "Compared with"]
@@ -237,6 +239,19 @@ class Handlers:
         return hybrid
 
     @staticmethod
+    def methods_for(model_id: str, method: str) -> gr.Radio:
+        """The methods a model offers: encoders and hybrids only where an encoder is trained for it; a method that
+        goes becomes the optimization in its space."""
+        if model_id in ENCODER_MODELS:
+            return gr.Radio(choices=list(METHODS), value=method, info=METHOD_INFO)
+        choices = [label for label, (kind, _) in METHODS.items() if kind == "optimization"]
+        space = METHODS.get(method, ("", "w+"))[1]
+        value = method if method in choices else next(c for c in choices if METHODS[c][1] == space)
+        return gr.Radio(choices=choices, value=value,
+                        info=f"Adam from the average face. Encoders are trained for the built-in model only "
+                             f"({', '.join(ENCODER_MODELS)}), so this model inverts by optimization.")
+
+    @staticmethod
     def method_picked(method: str, task: str):
         """An encoder picked while a restoration is selected: the task becomes Reconstruct."""
         if not _encoder_restoring(method, task):
@@ -305,9 +320,7 @@ def build(ctx: AppContext) -> None:
             if examples:
                 gr.Examples(examples, inputs=upload, label="Examples: held-out renders, degraded ones, a photo-like one",
                             examples_per_page=12)
-            method = gr.Radio(list(METHODS), value="Optimization W+", label="Method",
-                              info="Optimization: Adam from the average face. Encoder: one pass (built-in model). "
-                                   "Hybrid: the encoder, then the steps.")
+            method = gr.Radio(list(METHODS), value="Optimization W+", label="Method", info=METHOD_INFO)
             steps = int_slider(0, MAX_STEPS, value=DEFAULT_STEPS, step=10, label="Steps",
                                info="Optimization and hybrid; encoders ignore it.")
             task = gr.Radio(list(TASKS), value="Reconstruct", label="Task",
@@ -339,6 +352,8 @@ def build(ctx: AppContext) -> None:
         [live, compare, status, table, result, runs], api_name="invert", **LONG_WORK)
     stop_btn.click(None, None, None, cancels=[run_event], **private)
     method.change(lambda m: gr.Slider(interactive=not _is_encoder(m)), method, steps, **private)
+    for trigger in (ctx.demo.load, ctx.model.change):            # the page may open on a model without encoders
+        trigger(h.methods_for, [ctx.model, method], method, **private)
     task.input(h.task_picked, [method, task], method, **private)           # the visitor's latest choice wins
     method.input(h.method_picked, [method, task], task, **private)
     use_btn.click(h.use, [ctx.model, result], ctx.shown, api_name="invert_use")

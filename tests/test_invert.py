@@ -249,3 +249,17 @@ def test_tab_inverts_and_the_result_becomes_the_current_image(invert_app, tmp_pa
     with pytest.raises(AppError, match="greater than maximum value 1000"):        # the slider checks first
         client.predict("tiny32", handle_file(str(photo)), "Optimization W+", 5000, "Reconstruct", False, None,
                        api_name="/invert")
+
+
+def test_the_method_choices_follow_the_model():
+    """Encoders and hybrids are offered only for a model with a trained encoder; picking another model turns
+    a chosen encoder or hybrid into the optimization in the same space (and keeps an optimization)."""
+    from demos.invert import ENCODER_MODELS, METHODS, Handlers
+
+    hub = Handlers.methods_for("hf://someone/ffhq/network.pkl", "Encoder S")
+    assert hub.choices == [(m, m) for m in ("Optimization W", "Optimization W+", "Optimization S")]
+    assert hub.value == "Optimization S" and "built-in model only" in hub.info
+    assert Handlers.methods_for("tiny32", "Hybrid W+").value == "Optimization W+"
+    assert Handlers.methods_for("tiny32", "Optimization W").value == "Optimization W"
+    builtin = Handlers.methods_for(ENCODER_MODELS[0], "Optimization S")
+    assert [c[0] for c in builtin.choices] == list(METHODS) and builtin.value == "Optimization S"
