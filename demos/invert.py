@@ -352,8 +352,9 @@ def build(ctx: AppContext) -> None:
         [live, compare, status, table, result, runs], api_name="invert", **LONG_WORK)
     stop_btn.click(None, None, None, cancels=[run_event], **private)
     method.change(lambda m: gr.Slider(interactive=not _is_encoder(m)), method, steps, **private)
-    for trigger in (ctx.demo.load, ctx.model.change):            # the page may open on a model without encoders
-        trigger(h.methods_for, [ctx.model, method], method, **private)
+    ctx.model.change(h.methods_for, [ctx.model, method], method, **private)
+    if ctx.demo is not None:                                      # the page may open on a model without encoders
+        ctx.demo.load(h.methods_for, [ctx.model, method], method, **private)
     task.input(h.task_picked, [method, task], method, **private)           # the visitor's latest choice wins
     method.input(h.method_picked, [method, task], task, **private)
     use_btn.click(h.use, [ctx.model, result], ctx.shown, api_name="invert_use")
