@@ -1,0 +1,91 @@
+"""Training curves of `train_gan` runs side by side: the quick metrics logged every 20 k images.
+
+    python bench/plot_training.py runs/gan/scratch_hp5e-5 runs/gan/scratch_ctl --plot curves.png
+
+Prints one row per logged measurement and run (mean and max continuous 1-Wasserstein, binary gap,
+age-glasses correlation difference; 256 samples each, so a single point moves by a few hundredths), and
+with --plot draws them against the images shown, with the Hessian penalty's running median where logged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+METRICS = {
+    "continuous_w1_mean": "mean continuous W1",
+    "continuous_w1_max": "max continuous W1",
+    "binary_gap_mean": "glasses gap",
+    "age_glasses_corr_diff": "age-glasses corr. difference",
+}
+
+
+def read_log(run: Path) -> list[dict]:
+    path = run / "log.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{run}: no log.jsonl (is it a train_gan run folder?)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def measurements(rows: list[dict]) -> list[tuple[float, dict[str, float]]]:
+    """(kimg, metrics) of every logged quick measurement; a later resume that re-measures a kimg wins."""
+    by_kimg = {row["kimg"]: row["metrics"] for row in rows if isinstance(row.get("metrics"), dict)}
+    return sorted(by_kimg.items())
+
+
+def penalty_medians(rows: list[dict], window_kimg: float = 20.0) -> list[tuple[float, float]]:
+    """The Hessian penalty's median per window of images shown (empty for runs without it)."""
+    bins: dict[int, list[float]] = {}
+    for row in rows:
+        if "hessian" in row and math.isfinite(row["hessian"]):
+            bins.setdefault(int(row["kimg"] // window_kimg), []).append(row["hessian"])
+    return [((b + 0.5) * window_kimg, statistics.median(v)) for b, v in sorted(bins.items())]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="train_gan run folders (each with log.jsonl)")
+    ap.add_argument("--plot", type=Path, help="save the curves here (PNG)")
+    args = ap.parse_args(argv)
+
+    logs = {run.name: read_log(run) for run in args.runs}
+    print(f"{'run':<22} {'kimg':>6} " + " ".join(f"{k:>22}" for k in METRICS))
+    for name, rows in logs.items():
+        for kimg, m in measurements(rows):
+            print(f"{name:<22} {kimg:6.0f} " + " ".join(f"{m.get(k, float('nan')):22.3f}" for k in METRICS))
+    for name, rows in logs.items():
+        med = penalty_medians(rows)
+        if med:
+            print(f"{name}: Hessian penalty median per 20 k images: "
+                  + ", ".join(f"{k:.0f}k {v:.0f}" for k, v in med))
+
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with_penalty = any(penalty_medians(rows) for rows in logs.values())
+        panels = len(METRICS) + with_penalty
+        fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), constrained_layout=True)
+        for name, rows in logs.items():
+            points = measurements(rows)
+            for ax, key in zip(axes, METRICS):
+                xs = [k for k, m in points if math.isfinite(m.get(key, float("nan")))]
+                ys = [m[key] for k, m in points if math.isfinite(m.get(key, float("nan")))]
+                ax.plot(xs, ys, marker="o", ms=3, label=name)
+            if with_penalty and (med := penalty_medians(rows)):
+                axes[-1].plot(*zip(*med), marker="o", ms=3, label=name)
+        for ax, title in zip(axes, [*METRICS.values(), "Hessian penalty (median)"]):
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("k images shown", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.savefig(args.plot, dpi=110)
+        print(f"saved {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
