@@ -124,10 +124,18 @@ def hessian_penalty(fn, x: torch.Tensor, k: int = 2, epsilon: float = 0.1,
     over ``k`` directions is taken per output element, its maximum per sample, averaged over the batch.
     x: [N, ...]; fn returns [N, ...].
     """
-    v = torch.randint(0, 2, (k, *x.shape), generator=generator).to(x.device, x.dtype) * 2 - 1
+    v = to_device(torch.randint(0, 2, (k, *x.shape), generator=generator), x.device).to(x.dtype) * 2 - 1
     center = fn(x)
     second = torch.stack([(fn(x + epsilon * vi) - 2 * center + fn(x - epsilon * vi)) / epsilon ** 2 for vi in v])
     return second.var(dim=0, unbiased=True).flatten(1).amax(dim=1).mean()
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``; to a GPU through pinned memory without waiting for the copy, so the
+    host keeps queueing kernels (a plain copy from pageable memory waits for the GPU's queue to drain)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def render_batch(cfg: TrainConfig, step: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -191,15 +199,16 @@ class Trainer:
         self.G_ema.load_state_dict(self.G.state_dict())
         self.D = Discriminator(cfg.resolution, channels=cfg.d_channels or cfg.channels).to(self.device).train()
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
+        fused = self.device.type == "cuda"              # one kernel for all parameters on a GPU
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * r,
-                                      betas=(cfg.betas[0] ** r, cfg.betas[1] ** r), eps=1e-8)
+                                      betas=(cfg.betas[0] ** r, cfg.betas[1] ** r), eps=1e-8, fused=fused)
         rg = cfg.pl_every / (cfg.pl_every + 1) if cfg.pl_weight > 0 else 1.0
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g * rg,
-                                      betas=(cfg.betas[0] ** rg, cfg.betas[1] ** rg), eps=1e-8)
+                                      betas=(cfg.betas[0] ** rg, cfg.betas[1] ** rg), eps=1e-8, fused=fused)
         self.step = 0
         self.images = 0                                  # images shown so far (batches may change on resume)
         self.pl_mean = torch.zeros([], device=self.device)
-        self.lazy_stats: dict[str, float] = {}          # the lazy regularisers' last values, in every step's stats
+        self.lazy_stats: dict[str, torch.Tensor] = {}   # the lazy regularisers' last values, in every step's stats
 
     @property
     def nimg(self) -> int:
@@ -209,15 +218,17 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
 
     def _latents(self, gen: torch.Generator) -> torch.Tensor:
-        z = torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen, device="cpu").to(self.device)
+        z = to_device(torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen), self.device)
         ws = self.G.mapping(z, update_w_avg=True)
         if torch.rand([], generator=gen).item() < self.cfg.style_mixing:
             cutoff = int(torch.randint(1, ws.shape[1], [], generator=gen))
-            z2 = torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen, device="cpu").to(self.device)
+            z2 = to_device(torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen), self.device)
             ws = torch.cat([ws[:, :cutoff], self.G.mapping(z2)[:, cutoff:]], dim=1)
         return ws
 
-    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+    def train_step(self, real: torch.Tensor, sync: bool = True) -> dict[str, Any]:
+        """One step of D and (after the warm-up) G. Returns the losses and the lazy regularisers' last values:
+        floats, or with ``sync=False`` 0-d tensors, so that on a GPU the host need not wait for the step."""
         cfg, stats = self.cfg, {}
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, self.step, 1))
         torch.manual_seed(step_seed(cfg.seed, self.step, 2))                # synthesis noise
@@ -240,18 +251,18 @@ class Trainer:
             (grad,) = torch.autograd.grad(logits_real.sum(), real_in, create_graph=True)
             r1 = grad.square().sum(dim=[1, 2, 3]).mean()
             loss_d = loss_d + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
-            self.lazy_stats["r1"] = r1.item()
+            self.lazy_stats["r1"] = r1.detach()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        stats.update(loss_d=loss_d.item(), real=logits_real.mean().item(),
-                     fake=logits_fake.mean().item())
+        stats.update(loss_d=loss_d.detach(), real=logits_real.detach().mean(), fake=logits_fake.detach().mean())
 
         self.step += 1
         self.images += cfg.batch
         if not warming_up:
             self._update_ema()
-        return {**stats, **self.lazy_stats}
+        stats.update(self.lazy_stats)
+        return {k: float(v) for k, v in stats.items()} if sync else stats
 
     @property
     def d_warming_up(self) -> bool:
@@ -267,35 +278,35 @@ class Trainer:
             loss_g = F.softplus(-self.D(fake).float()).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        stats["loss_g"] = loss_g.item()
+        stats["loss_g"] = loss_g.detach()
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
             self.lazy_stats["pl"] = self._path_length(gen)
         if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
             self.lazy_stats["hessian"] = self._hessian(gen)
         self.opt_g.step()
 
-    def _path_length(self, gen: torch.Generator) -> float:
+    def _path_length(self, gen: torch.Generator) -> torch.Tensor:
         cfg = self.cfg
         n = max(cfg.batch // 2, 1)
-        z = torch.randn([n, cfg.z_dim], generator=gen).to(self.device)
-        ws = self.G.mapping(z)
+        ws = self.G.mapping(to_device(torch.randn([n, cfg.z_dim], generator=gen), self.device))
         img = self.G.synthesis(ws, noise_mode="random")
-        noise = torch.randn(img.shape, generator=gen).to(self.device) / math.sqrt(img.shape[2] * img.shape[3])
+        noise = to_device(torch.randn(img.shape, generator=gen), self.device) / math.sqrt(img.shape[2] * img.shape[3])
         (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grad.square().sum(dim=2).mean(dim=1).sqrt()
         # The running mean starts at the first measurement (NVIDIA's starts at 0, which for a fine-tune of a
         # trained generator means a large pull towards short paths for the first few hundred steps).
-        first = bool(self.pl_mean == 0)                # 0 until measured (lengths are > 0); saved in state.pt
-        self.pl_mean = lengths.mean().detach() if first else self.pl_mean.lerp(lengths.mean().detach(), 0.01)
+        # 0 until measured (lengths are > 0); saved in state.pt. torch.where: no wait for the GPU.
+        mean = lengths.mean().detach()
+        self.pl_mean = torch.where(self.pl_mean == 0, mean, self.pl_mean.lerp(mean, 0.01))
         loss = (lengths - self.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_every
         loss.backward()
-        return lengths.mean().item()
+        return mean
 
-    def _hessian(self, gen: torch.Generator) -> float:
+    def _hessian(self, gen: torch.Generator) -> torch.Tensor:
         """Hessian penalty of the synthesis w.r.t. w (one w for every layer), on a half batch."""
         cfg = self.cfg
         n = max(cfg.batch // 2, 1)
-        w = self.G.mapping(torch.randn([n, cfg.z_dim], generator=gen).to(self.device))[:, 0]   # [n, w_dim]
+        w = self.G.mapping(to_device(torch.randn([n, cfg.z_dim], generator=gen), self.device))[:, 0]  # [n, w_dim]
 
         def synthesize(w_: torch.Tensor) -> torch.Tensor:        # constant noise: the same in every evaluation
             return self.G.synthesis(w_[:, None].expand(-1, self.G.num_ws, -1), noise_mode="const")
@@ -303,7 +314,7 @@ class Trainer:
         with self._autocast():
             penalty = hessian_penalty(synthesize, w, cfg.hessian_k, cfg.hessian_epsilon, gen).float()
         (penalty * cfg.hessian_weight * cfg.hessian_every).backward()
-        return penalty.item()
+        return penalty.detach()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -312,10 +323,8 @@ class Trainer:
         if cfg.ema_rampup > 0:
             ema_nimg = min(ema_nimg, self.nimg * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - beta)  # few kernels
+        torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
 
     def init_generator(self, path: Path) -> None:
         """Start G and G_ema from an exported generator (a new run; D stays fresh). ValueError on a mismatch."""
@@ -474,9 +483,10 @@ def main(argv: list[str] | None = None) -> None:
         while trainer.nimg < total and not stop.is_set() and time.monotonic() < deadline:
             real = prefetch.get(trainer.step) if prefetch else render_batch(cfg, trainer.step, trainer.device)
             before = trainer.nimg
-            stats = trainer.train_step(real)
+            logged = (trainer.step + 1) % 50 == 0            # only then the host waits for the step's numbers
+            stats = trainer.train_step(real, sync=logged)
             bar.update(cfg.batch)
-            if trainer.step % 50 == 0:
+            if logged:
                 dt = time.perf_counter() - t0
                 stats.update(kimg=trainer.nimg / 1000, img_s=(trainer.nimg - n0) / dt,
                              render_wait_s=prefetch.waited if prefetch else 0.0, time=time.time())
