@@ -33,6 +33,15 @@ def test_one_step_trains_and_is_finite():
     assert torch.equal(after["G_ema.mapping.w_avg"], after["G.mapping.w_avg"])
 
 
+def test_unsynced_steps_return_the_same_numbers_as_tensors():
+    synced, unsynced = Trainer(TINY), Trainer(TINY)
+    for step in range(2):
+        a = synced.train_step(render_batch(TINY, step))
+        b = unsynced.train_step(render_batch(TINY, step), sync=False)     # a GPU run reads them back rarely
+        assert a.keys() == b.keys() and all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in b.values())
+        assert a == {k: float(v) for k, v in b.items()}
+
+
 def test_discriminator_warm_up_holds_the_generator(tmp_path):
     cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_warmup_kimg": 0.008})          # the first 8 images: 2 steps
     tr = Trainer(cfg)
