@@ -51,12 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     logs = {run.name: read_log(run) for run in args.runs}
+    points = {name: measurements(rows) for name, rows in logs.items()}
+    medians = {name: penalty_medians(rows) for name, rows in logs.items()}
     print(f"{'run':<22} {'kimg':>6} " + " ".join(f"{k:>22}" for k in METRICS))
-    for name, rows in logs.items():
-        for kimg, m in measurements(rows):
+    for name, run_points in points.items():
+        for kimg, m in run_points:
             print(f"{name:<22} {kimg:6.0f} " + " ".join(f"{m.get(k, float('nan')):22.3f}" for k in METRICS))
-    for name, rows in logs.items():
-        med = penalty_medians(rows)
+    for name, med in medians.items():
         if med:
             print(f"{name}: Hessian penalty median per 20 k images: "
                   + ", ".join(f"{k:.0f}k {v:.0f}" for k, v in med))
@@ -66,17 +67,15 @@ def main(argv: list[str] | None = None) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        with_penalty = any(penalty_medians(rows) for rows in logs.values())
+        with_penalty = any(medians.values())
         panels = len(METRICS) + with_penalty
         fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), constrained_layout=True)
-        for name, rows in logs.items():
-            points = measurements(rows)
+        for name, run_points in points.items():
             for ax, key in zip(axes, METRICS):
-                xs = [k for k, m in points if math.isfinite(m.get(key, float("nan")))]
-                ys = [m[key] for k, m in points if math.isfinite(m.get(key, float("nan")))]
-                ax.plot(xs, ys, marker="o", ms=3, label=name)
-            if with_penalty and (med := penalty_medians(rows)):
-                axes[-1].plot(*zip(*med), marker="o", ms=3, label=name)
+                finite = [(k, m[key]) for k, m in run_points if math.isfinite(m.get(key, float("nan")))]
+                ax.plot(*zip(*finite) if finite else ([], []), marker="o", ms=3, label=name)
+            if medians[name]:
+                axes[-1].plot(*zip(*medians[name]), marker="o", ms=3, label=name)
         for ax, title in zip(axes, [*METRICS.values(), "Hessian penalty (median)"]):
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("k images shown", fontsize=8)
