@@ -76,6 +76,32 @@ def test_a_wider_discriminator():
         TrainConfig.from_dict(TINY.to_dict() | {"d_channels": {"4": 32}})
 
 
+def test_a_discriminator_on_the_segmenter_features(tmp_path):
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_features": "segmenter"})
+    tr = Trainer(cfg)
+    frozen = {k: v.clone() for k, v in tr.features.state_dict().items()}
+    heads = {k: v.clone() for k, v in tr.heads.named_parameters()}
+    real = render_batch(cfg, 0)
+    logits = tr.discriminate(real)
+    assert logits.shape == (4,)
+    assert not torch.allclose(logits, tr.D(real))                          # the heads add their own logits
+    stats = tr.train_step(real)
+    assert all(math.isfinite(v) for v in stats.values())
+    for k, v in tr.heads.named_parameters():
+        assert not torch.equal(v, heads[k]), k                             # the heads train with D
+    for k, v in tr.features.state_dict().items():
+        assert torch.equal(v, frozen[k]), k                                # the judge stays as shipped
+    tr.save(tmp_path / "state.pt")
+    resumed = Trainer.load(tmp_path / "state.pt")
+    for k, v in tr.heads.state_dict().items():
+        assert torch.equal(resumed.heads.state_dict()[k], v), k
+    a, b = tr.train_step(render_batch(cfg, 1)), resumed.train_step(render_batch(cfg, 1))
+    for k in ("loss_g", "loss_d", "real", "fake"):                        # (the lazy stats are not saved)
+        assert a[k] == pytest.approx(b[k], rel=1e-5), k
+    with pytest.raises(ValueError, match="d_features"):
+        TrainConfig(d_features="predictor")
+
+
 def test_path_length_mean_starts_at_the_first_measurement():
     tr = Trainer(TINY)
     stats = tr.train_step(render_batch(TINY, 0))                  # step 0 measures the path lengths

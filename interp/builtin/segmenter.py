@@ -42,11 +42,8 @@ class PartSegmenter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel part logits [N, len(PARTS), H, W] for images [N, 3, H, W] in [-1, 1]."""
         size = x.shape[-1] if isinstance(x, torch.Tensor) and x.ndim == 4 else None
-        h = check_images(x, self.config.image_size)
-        skips = []
-        for i, blk in enumerate(self.enc):
-            h = blk(h if i == 0 else F.avg_pool2d(h, 2))
-            skips.append(h)
+        skips = self.encode(x)
+        h = skips[-1]
         for blk, skip in zip(self.dec, skips[-2::-1]):
             h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             h = blk(torch.cat([h, skip], 1))  # [N, C_up + C_skip, H, W]
@@ -54,6 +51,15 @@ class PartSegmenter(nn.Module):
         if size != self.config.image_size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         return logits
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features at 64, 32, 16 and 8 pixels ([N, widths[i], 64 / 2^i, 64 / 2^i])."""
+        h = check_images(x, self.config.image_size)
+        skips = []
+        for i, blk in enumerate(self.enc):
+            h = blk(h if i == 0 else F.avg_pool2d(h, 2))
+            skips.append(h)
+        return skips
 
     @torch.no_grad()
     def segment(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,15 +30,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from interp.builtin.faces import images_to_tensor, render, render_torch, sample_factors
-from interp.models.stylegan2 import Discriminator, Generator, GeneratorConfig
+from interp.models.stylegan2 import (Discriminator, DiscriminatorConv, FullyConnectedLayer, Generator,
+                                     GeneratorConfig)
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
 RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg")   # config keys a resumed run may change
@@ -72,6 +74,8 @@ class TrainConfig:
     seed: int = 0                             # Everything random derives from (seed, step).
     d_warmup_kimg: float = 0.0                # First images of a run: train D only (G and G_ema held), e.g. a
                                               # fresh D against a generator started with --init.
+    d_features: str | None = None             # "segmenter": D also judges the frozen part segmenter's encoder
+                                              # features (FeatureHeads), so a fresh D sees faces from the start.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
@@ -86,6 +90,8 @@ class TrainConfig:
                              "hessian_weight >= 0")
         if not self.d_warmup_kimg >= 0:
             raise ValueError(f"d_warmup_kimg must be >= 0, got {self.d_warmup_kimg}")
+        if self.d_features not in (None, "segmenter"):
+            raise ValueError(f"d_features must be null or \"segmenter\", got {self.d_features!r}")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
@@ -105,6 +111,26 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
         return cls(**d)
+
+
+class FeatureHeads(nn.Module):
+    """Discriminator heads on a frozen network's features, one per scale, logits summed [N].
+
+    After Projected GANs (Sauer et al., NeurIPS 2021): a discriminator on features that already know
+    faces separates generated from real images long before one learning its own features from pixels
+    does (a fresh D is at chance against a trained generator for tens of thousands of images).
+    Each head: a 3x3 conv (leaky ReLU), average-pooled to 4x4, a linear layer to one logit.
+    """
+
+    def __init__(self, widths: Sequence[int], width: int = 64):
+        super().__init__()
+        self.convs = nn.ModuleList([DiscriminatorConv(c, width, 3) for c in widths])
+        self.outs = nn.ModuleList([FullyConnectedLayer(width * 16, 1) for _ in widths])
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        logits = [out(F.adaptive_avg_pool2d(conv(f), 4).flatten(1)) for f, conv, out
+                  in zip(features, self.convs, self.outs, strict=True)]
+        return torch.stack(logits).sum(0).squeeze(1)
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -198,9 +224,15 @@ class Trainer:
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         self.G_ema.load_state_dict(self.G.state_dict())
         self.D = Discriminator(cfg.resolution, channels=cfg.d_channels or cfg.channels).to(self.device).train()
+        self.features, self.heads = None, None           # d_features: a frozen judge and D's heads on it
+        if cfg.d_features == "segmenter":
+            from interp.builtin import load_segmenter
+
+            self.features = load_segmenter(self.device)
+            self.heads = FeatureHeads(self.features.config.widths).to(self.device).train()
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
         fused = self.device.type == "cuda"              # one kernel for all parameters on a GPU
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * r,
+        self.opt_d = torch.optim.Adam(self._d_parameters(), lr=cfg.lr_d * r,
                                       betas=(cfg.betas[0] ** r, cfg.betas[1] ** r), eps=1e-8, fused=fused)
         rg = cfg.pl_every / (cfg.pl_every + 1) if cfg.pl_weight > 0 else 1.0
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g * rg,
@@ -213,6 +245,16 @@ class Trainer:
     @property
     def nimg(self) -> int:
         return self.images
+
+    def _d_parameters(self) -> list[nn.Parameter]:
+        return list(self.D.parameters()) + (list(self.heads.parameters()) if self.heads is not None else [])
+
+    def discriminate(self, img: torch.Tensor) -> torch.Tensor:
+        """D's logits [N]: the pixel discriminator's, plus the feature heads' when ``d_features`` is set."""
+        logits = self.D(img)
+        if self.heads is not None:
+            logits = logits + self.heads(self.features.encode(img))
+        return logits
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
@@ -238,14 +280,15 @@ class Trainer:
             self._generator_step(gen, stats)
 
         # Discriminator: logistic loss, lazy R1 on reals.
-        self.D.requires_grad_(True)
+        for p in self._d_parameters():
+            p.requires_grad_(True)
         with torch.no_grad(), self._autocast():
             fake = self.G.synthesis(self._latents(gen), noise_mode="random")
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         real_in = real.detach().requires_grad_(do_r1)
         with self._autocast():
-            logits_fake = self.D(fake.float()).float()
-            logits_real = self.D(real_in).float()
+            logits_fake = self.discriminate(fake.float()).float()
+            logits_real = self.discriminate(real_in).float()
         loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
         if do_r1:
             (grad,) = torch.autograd.grad(logits_real.sum(), real_in, create_graph=True)
@@ -272,10 +315,11 @@ class Trainer:
     def _generator_step(self, gen: torch.Generator, stats: dict[str, float]) -> None:
         """Non-saturating logistic loss, plus the lazy path-length and Hessian regularisers when due."""
         cfg = self.cfg
-        self.D.requires_grad_(False)
+        for p in self._d_parameters():
+            p.requires_grad_(False)
         with self._autocast():
             fake = self.G.synthesis(self._latents(gen), noise_mode="random")
-            loss_g = F.softplus(-self.D(fake).float()).mean()
+            loss_g = F.softplus(-self.discriminate(fake).float()).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         stats["loss_g"] = loss_g.detach()
@@ -346,7 +390,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "images": self.images,
                 "pl_mean": self.pl_mean, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
-                "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+                "D": self.D.state_dict(), "heads": self.heads.state_dict() if self.heads is not None else {},
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -366,6 +411,8 @@ class Trainer:
         trainer.G.load_state_dict(state["G"])
         trainer.G_ema.load_state_dict(state["G_ema"])
         trainer.D.load_state_dict(state["D"])
+        if trainer.heads is not None:
+            trainer.heads.load_state_dict(state["heads"])
         trainer.opt_g.load_state_dict(state["opt_g"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         trainer.step, trainer.pl_mean = int(state["step"]), state["pl_mean"].to(trainer.device)
