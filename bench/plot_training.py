@@ -4,7 +4,8 @@
 
 Prints one row per logged measurement and run (mean and max continuous 1-Wasserstein, binary gap,
 age-glasses correlation difference; 256 samples each, so a single point moves by a few hundredths), and
-with --plot draws them against the images shown, with the Hessian penalty's running median where logged.
+with --plot draws them against the images shown, with the medians of the discriminator's loss and, where
+logged, the Hessian penalty per 10 k images (a D loss below 2 ln 2 = 1.386 means D tells fakes apart).
 """
 from __future__ import annotations
 
@@ -34,13 +35,15 @@ def measurements(rows: list[dict]) -> list[tuple[float, dict[str, float]]]:
     by_kimg = {row["kimg"]: row["metrics"] for row in rows if isinstance(row.get("metrics"), dict)}
     return sorted(by_kimg.items())
 
+LOGGED = {"loss_d": "D loss (median per 10 k)", "hessian": "Hessian penalty (median per 10 k)"}
 
-def penalty_medians(rows: list[dict], window_kimg: float = 20.0) -> list[tuple[float, float]]:
-    """The Hessian penalty's median per window of images shown (empty for runs without it)."""
+
+def medians(rows: list[dict], key: str, window_kimg: float = 10.0) -> list[tuple[float, float]]:
+    """A logged value's median per window of images shown (empty for runs that do not log it)."""
     bins: dict[int, list[float]] = {}
     for row in rows:
-        if "hessian" in row and math.isfinite(row["hessian"]):
-            bins.setdefault(int(row["kimg"] // window_kimg), []).append(row["hessian"])
+        if key in row and math.isfinite(row[key]):
+            bins.setdefault(int(row["kimg"] // window_kimg), []).append(row[key])
     return [((b + 0.5) * window_kimg, statistics.median(v)) for b, v in sorted(bins.items())]
 
 
@@ -52,31 +55,31 @@ def main(argv: list[str] | None = None) -> None:
 
     logs = {run.name: read_log(run) for run in args.runs}
     points = {name: measurements(rows) for name, rows in logs.items()}
-    medians = {name: penalty_medians(rows) for name, rows in logs.items()}
+    logged = {key: {name: medians(rows, key) for name, rows in logs.items()} for key in LOGGED}
+    logged = {key: runs for key, runs in logged.items() if any(runs.values())}
     print(f"{'run':<22} {'kimg':>6} " + " ".join(f"{k:>22}" for k in METRICS))
     for name, run_points in points.items():
         for kimg, m in run_points:
             print(f"{name:<22} {kimg:6.0f} " + " ".join(f"{m.get(k, float('nan')):22.3f}" for k in METRICS))
-    for name, med in medians.items():
-        if med:
-            print(f"{name}: Hessian penalty median per 20 k images: "
-                  + ", ".join(f"{k:.0f}k {v:.0f}" for k, v in med))
+    for key, runs in logged.items():
+        for name, med in runs.items():
+            if med:
+                print(f"{name}: {LOGGED[key]}: " + ", ".join(f"{k:.0f}k {v:.3g}" for k, v in med))
 
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        with_penalty = any(medians.values())
-        panels = len(METRICS) + with_penalty
+        panels = len(METRICS) + len(logged)
         fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), constrained_layout=True)
         for name, run_points in points.items():
             for ax, key in zip(axes, METRICS):
                 finite = [(k, m[key]) for k, m in run_points if math.isfinite(m.get(key, float("nan")))]
                 ax.plot(*zip(*finite) if finite else ([], []), marker="o", ms=3, label=name)
-            if medians[name]:
-                axes[-1].plot(*zip(*medians[name]), marker="o", ms=3, label=name)
-        for ax, title in zip(axes, [*METRICS.values(), "Hessian penalty (median)"]):
+            for ax, runs in zip(axes[len(METRICS):], logged.values()):
+                ax.plot(*zip(*runs[name]) if runs[name] else ([], []), marker="o", ms=3, label=name)
+        for ax, title in zip(axes, [*METRICS.values(), *(LOGGED[key] for key in logged)]):
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("k images shown", fontsize=8)
             ax.tick_params(labelsize=7)
