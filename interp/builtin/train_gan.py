@@ -13,7 +13,8 @@ go on with a larger batch on a GPU, where the faces are rendered on the device i
 may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
 discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
 `"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images
-(a resumed run may lengthen it).
+(a resumed run may lengthen it), and `"d_features": "segmenter"` gives D heads on the frozen part
+segmenter's features, which tell a trained generator from the renders where a fresh pixel D is at chance.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
