@@ -35,6 +35,7 @@ def measurements(rows: list[dict]) -> list[tuple[float, dict[str, float]]]:
     by_kimg = {row["kimg"]: row["metrics"] for row in rows if isinstance(row.get("metrics"), dict)}
     return sorted(by_kimg.items())
 
+
 LOGGED = {"loss_d": "D loss (median per 10 k)", "hessian": "Hessian penalty (median per 10 k)"}
 
 

@@ -231,9 +231,10 @@ class Trainer:
 
             self.features = load_segmenter(self.device)
             self.heads = FeatureHeads(self.features.config.widths).to(self.device).train()
+        self.d_modules = [self.D] + ([self.heads] if self.heads is not None else [])  # what opt_d trains
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
         fused = self.device.type == "cuda"              # one kernel for all parameters on a GPU
-        self.opt_d = torch.optim.Adam(self._d_parameters(), lr=cfg.lr_d * r,
+        self.opt_d = torch.optim.Adam([p for m in self.d_modules for p in m.parameters()], lr=cfg.lr_d * r,
                                       betas=(cfg.betas[0] ** r, cfg.betas[1] ** r), eps=1e-8, fused=fused)
         rg = cfg.pl_every / (cfg.pl_every + 1) if cfg.pl_weight > 0 else 1.0
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g * rg,
@@ -247,8 +248,9 @@ class Trainer:
     def nimg(self) -> int:
         return self.images
 
-    def _d_parameters(self) -> list[nn.Parameter]:
-        return list(self.D.parameters()) + (list(self.heads.parameters()) if self.heads is not None else [])
+    def _train_d(self, on: bool) -> None:
+        for module in self.d_modules:
+            module.requires_grad_(on)
 
     def discriminate(self, img: torch.Tensor) -> torch.Tensor:
         """D's logits [N]: the pixel discriminator's, plus the feature heads' when ``d_features`` is set."""
@@ -281,8 +283,7 @@ class Trainer:
             self._generator_step(gen, stats)
 
         # Discriminator: logistic loss, lazy R1 on reals.
-        for p in self._d_parameters():
-            p.requires_grad_(True)
+        self._train_d(True)
         with torch.no_grad(), self._autocast():
             fake = self.G.synthesis(self._latents(gen), noise_mode="random")
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
@@ -316,8 +317,7 @@ class Trainer:
     def _generator_step(self, gen: torch.Generator, stats: dict[str, float]) -> None:
         """Non-saturating logistic loss, plus the lazy path-length and Hessian regularisers when due."""
         cfg = self.cfg
-        for p in self._d_parameters():
-            p.requires_grad_(False)
+        self._train_d(False)
         with self._autocast():
             fake = self.G.synthesis(self._latents(gen), noise_mode="random")
             loss_g = F.softplus(-self.discriminate(fake).float()).mean()
