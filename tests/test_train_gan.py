@@ -76,9 +76,11 @@ def test_a_wider_discriminator():
         TrainConfig.from_dict(TINY.to_dict() | {"d_channels": {"4": 32}})
 
 
-def test_a_discriminator_on_the_segmenter_features(tmp_path):
-    cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_features": "segmenter"})
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_a_discriminator_on_the_segmenter_features(tmp_path, hidden):
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"d_features": "segmenter", "d_head_hidden": hidden})
     tr = Trainer(cfg)
+    assert len(list(tr.heads.outs[0].parameters())) == (4 if hidden else 2)  # a hidden layer before the logit
     frozen = {k: v.clone() for k, v in tr.features.state_dict().items()}
     heads = {k: v.clone() for k, v in tr.heads.named_parameters()}
     real = render_batch(cfg, 0)
@@ -100,6 +102,8 @@ def test_a_discriminator_on_the_segmenter_features(tmp_path):
         assert a[k] == pytest.approx(b[k], rel=1e-5), k
     with pytest.raises(ValueError, match="d_features"):
         TrainConfig(d_features="predictor")
+    with pytest.raises(ValueError, match="d_head_hidden"):
+        TrainConfig(d_head_hidden=-1)
 
 
 def test_path_length_mean_starts_at_the_first_measurement():

@@ -77,6 +77,8 @@ class TrainConfig:
                                               # fresh D against a generator started with --init.
     d_features: str | None = None             # "segmenter": D also judges the frozen part segmenter's encoder
                                               # features (FeatureHeads), so a fresh D sees faces from the start.
+    d_head_hidden: int = 0                    # FeatureHeads: a hidden layer of this width before each logit (0 = a
+                                              # linear logit), so a head can judge how regions combine.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
@@ -93,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"d_warmup_kimg must be >= 0, got {self.d_warmup_kimg}")
         if self.d_features not in (None, "segmenter"):
             raise ValueError(f"d_features must be null or \"segmenter\", got {self.d_features!r}")
+        if self.d_head_hidden < 0:
+            raise ValueError(f"d_head_hidden must be >= 0, got {self.d_head_hidden}")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
@@ -120,13 +124,21 @@ class FeatureHeads(nn.Module):
     After Projected GANs (Sauer et al., NeurIPS 2021): a discriminator on features that already know
     faces separates generated from real images long before one learning its own features from pixels
     does (a fresh D is at chance against a trained generator for tens of thousands of images).
-    Each head: a 3x3 conv (leaky ReLU), average-pooled to 4x4, a linear layer to one logit.
+    Each head: a 3x3 conv (leaky ReLU), average-pooled to 4x4, a linear layer to one logit; with
+    ``hidden`` > 0 a hidden layer (leaky ReLU) first, as in StyleGAN's D epilogue: a linear logit sums
+    what each of the 16 cells says, a hidden layer can judge their combination (glasses and grey hair).
     """
 
-    def __init__(self, widths: Sequence[int], width: int = 64):
+    def __init__(self, widths: Sequence[int], width: int = 64, hidden: int = 0):
         super().__init__()
         self.convs = nn.ModuleList([DiscriminatorConv(c, width, 3) for c in widths])
-        self.outs = nn.ModuleList([FullyConnectedLayer(width * 16, 1) for _ in widths])
+
+        def out() -> nn.Module:
+            if hidden == 0:
+                return FullyConnectedLayer(width * 16, 1)
+            return nn.Sequential(FullyConnectedLayer(width * 16, hidden, lrelu=True), FullyConnectedLayer(hidden, 1))
+
+        self.outs = nn.ModuleList([out() for _ in widths])
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         logits = [out(F.adaptive_avg_pool2d(conv(f), 4).flatten(1)) for f, conv, out
@@ -230,7 +242,7 @@ class Trainer:
             from interp.builtin import load_segmenter
 
             self.features = load_segmenter(self.device)
-            self.heads = FeatureHeads(self.features.config.widths).to(self.device).train()
+            self.heads = FeatureHeads(self.features.config.widths, hidden=cfg.d_head_hidden).to(self.device).train()
         self.d_modules = [self.D] + ([self.heads] if self.heads is not None else [])  # what opt_d trains
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
         fused = self.device.type == "cuda"              # one kernel for all parameters on a GPU
