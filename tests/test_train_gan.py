@@ -178,6 +178,9 @@ def test_cli_trains_saves_and_exports(tmp_path):
           "--config", json.dumps(cfg | {"hessian_weight": 0.1, "hessian_every": 1})])
     started = Trainer.load(tuned / "state.pt")
     assert started.nimg == 4 and started.cfg.hessian_weight == 0.1
+    main(["--run", str(tuned), "--kimg", "0.008", "--device", "cpu", "--config", '{"hessian_weight": 0}'])
+    stopped = Trainer.load(tuned / "state.pt")                # a resumed run may turn the penalty off
+    assert stopped.nimg == 8 and stopped.cfg.hessian_weight == 0
     with pytest.raises(SystemExit):                      # --init on an existing run
         main(["--run", str(tuned), "--init", str(tmp_path / "g.safetensors"), "--device", "cpu"])
     with pytest.raises(SystemExit):                      # a generator of other sizes

@@ -44,7 +44,7 @@ from interp.models.stylegan2 import (Discriminator, DiscriminatorConv, FullyConn
                                      GeneratorConfig)
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
-RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg")   # config keys a resumed run may change
+RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg", "hessian_weight")   # keys a resumed run may change
 
 
 @dataclass(frozen=True)
