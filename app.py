@@ -130,8 +130,9 @@ def _describe(zoo: Zoo, model_id: str | None) -> str:
     if not model_id or model_id not in zoo:
         return "No model selected."
     entry = zoo.get_entry(model_id)
-    res = f"{entry.resolution}x{entry.resolution}, " if entry.resolution else ""
-    return public_text(f"**{entry.name}** ({res}`{entry.format}`, source `{entry.source}`)  \n{entry.description}")
+    facts = [f"{entry.resolution}x{entry.resolution}"] if entry.resolution else []
+    facts += [f"`{entry.format}`", f"source `{entry.source}`"]    # own line: a long source wraps on its own
+    return public_text(f"**{entry.name}**  \n{' · '.join(facts)}  \n{entry.description}")
 
 
 def parse_file_size(text: str) -> int:
