@@ -9,8 +9,8 @@ ECCV 2020: a training-time push towards disentangled latents) and bf16 autocast.
 (a new render for every image), so there is no augmentation. Every step is seeded by its index,
 so a run interrupted and resumed from `state.pt` continues exactly as an uninterrupted one.
 A resumed run may change its batch size, EMA half-life and Hessian-penalty weight
-(`--config '{"batch": 64}'`), e.g. to
-go on with a larger batch on a GPU, where the faces are rendered on the device itself. A new run
+(`--config '{"batch": 64}'`), e.g. to go on with a larger batch on a GPU, where the faces are rendered
+on the device itself. A new run
 may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
 discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
 `"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images
