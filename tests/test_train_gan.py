@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from interp.builtin.train_gan import (Trainer, TrainConfig, hessian_penalty, main, render_batch, sample_grid,
-                                      to_8bit)
+from interp.builtin.faces import render_torch, sample_factors
+from interp.builtin.train_gan import (AttributeStatistics, Trainer, TrainConfig, hessian_penalty, load_stats_judge,
+                                      main, render_batch, sample_grid, to_8bit)
 
 TINY = TrainConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channels={4: 16, 8: 16, 16: 8}, batch=4,
                    r1_every=2, pl_weight=1.0, pl_every=2, ema_kimg=0.01)
@@ -210,6 +211,57 @@ def test_a_step_with_the_hessian_penalty():
     assert "hessian" in stats and math.isfinite(stats["hessian"]) and stats["hessian"] > 0
     later = tr.train_step(render_batch(cfg, 1))          # no penalty this step: its last value is reported
     assert later["hessian"] == stats["hessian"] and later["r1"] == stats["r1"]
+
+
+JUDGE = "assets/builtin/predictor"          # the tests' judge; a real run takes a second predictor
+
+
+def _renders(n: int, seed: int) -> torch.Tensor:
+    return to_8bit(render_torch(sample_factors(n, seed=seed), size=64)[0])
+
+
+def test_attribute_statistics_tell_renders_from_a_generator_without_variety():
+    stats = AttributeStatistics(load_stats_judge(JUDGE, torch.device("cpu")), _renders(512, 1), momentum=0.5)
+    d = stats.target.shape[0]
+    assert d == 14 and torch.allclose(stats.target.diagonal(), torch.ones(d), atol=1e-4)   # a correlation matrix
+    with torch.no_grad():
+        _, renders = stats.loss(_renders(512, 2))                    # other renders: only sampling noise
+        stats.running = None
+        _, same = stats.loss(_renders(1, 3).expand(512, -1, -1, -1))  # one face 512 times: no variance at all
+    assert renders < 1.0 < d - 1 < same
+    img = _renders(8, 4).requires_grad_(True)
+    loss, _ = stats.loss(img)
+    loss.backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0       # differentiable down to the pixels
+    before = stats.running
+    stats.load_state_dict(stats.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(before, stats.running))
+    with pytest.raises(ValueError, match="stats_judge"):
+        load_stats_judge("runs/no/such/judge", torch.device("cpu"))
+    with pytest.raises(ValueError, match="needs stats_judge"):
+        TrainConfig(stats_weight=1.0)
+    with pytest.raises(ValueError, match="stats_momentum"):
+        TrainConfig(stats_momentum=0)
+
+
+def test_steps_with_attribute_statistics_resume_exactly(tmp_path):
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"stats_weight": 1.0, "stats_judge": JUDGE, "stats_real_n": 64})
+    straight = Trainer(cfg)
+    first = [straight.train_step(render_batch(cfg, step)) for step in range(3)]
+    assert all(math.isfinite(s["attr_stats"]) and s["attr_stats"] > 0 for s in first)
+
+    tr = Trainer(cfg)
+    tr.train_step(render_batch(cfg, 0))
+    tr.save(tmp_path / "state.pt")
+    resumed = Trainer.load(tmp_path / "state.pt")
+    assert resumed.attr_stats.running is not None                  # the running statistics are saved
+    later = [resumed.train_step(render_batch(cfg, step)) for step in (1, 2)]
+    assert [s["attr_stats"] for s in later] == pytest.approx([s["attr_stats"] for s in first[1:]], rel=1e-5)
+    a, b = _states(straight), _states(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    off = Trainer.load(tmp_path / "state.pt", overrides={"stats_weight": 0.0})   # a resume may switch it off
+    assert off.attr_stats is None and "attr_stats" not in off.train_step(render_batch(cfg, 1))
 
 
 def test_device_renders_match_the_cpu_renders():

@@ -105,7 +105,8 @@ def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str
 
 
 def factor_gaps(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, float]:
-    """Quick summary for training logs: mean binary gap, mean and max continuous W1/range."""
+    """Quick summary for training logs: mean binary gap, mean and max continuous W1/range, max categorical TV,
+    the age-glasses correlation difference."""
     from interp.builtin import load_predictor
 
     predictor = load_predictor()
@@ -113,8 +114,10 @@ def factor_gaps(G: Generator, n: int = 256, seed: int = 12345) -> dict[str, floa
                 judge(rendered_batches(n, HELD_OUT_SEEDS[0] + seed), predictor, None))
     bin_gaps = [v["gap"] for v in c["factors"].values() if v["kind"] == "binary"]
     cont = [v["w1_over_range"] for v in c["factors"].values() if v["kind"] == "continuous"]
+    tv = [v["tv"] for v in c["factors"].values() if v["kind"] == "categorical"]
     return {"binary_gap_mean": float(np.mean(bin_gaps)), "continuous_w1_mean": float(np.mean(cont)),
-            "continuous_w1_max": float(np.max(cont)), "age_glasses_corr_diff": c["age_glasses_corr"]["diff"]}
+            "continuous_w1_max": float(np.max(cont)), "categorical_tv_max": float(np.max(tv)),
+            "age_glasses_corr_diff": c["age_glasses_corr"]["diff"]}
 
 
 def evaluate(G: Generator, n: int = 5000, seed: int = 0) -> dict:

@@ -16,7 +16,9 @@ discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hess
 `"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images
 (a resumed run may lengthen it), and `"d_features": "segmenter"` gives D heads on the frozen part
 segmenter's features, which tell a trained generator from the renders where a fresh pixel D is at chance
-(`"d_head_hidden": 64`: a hidden layer in each head).
+(`"d_head_hidden": 64`: a hidden layer in each head). `"stats_weight": 1, "stats_judge": <predictor stem>`
+adds attribute-statistics matching (AttributeStatistics): the generator is pulled towards the renders' mean
+and correlations of a second attribute predictor's outputs, e.g. the age-glasses correlation.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
@@ -46,7 +48,7 @@ from interp.models.stylegan2 import (Discriminator, DiscriminatorConv, FullyConn
                                      GeneratorConfig)
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
-RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg", "hessian_weight")   # keys a resumed run may change
+RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg", "hessian_weight", "stats_weight")   # keys a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class TrainConfig:
                                               # features (FeatureHeads), so a fresh D sees faces from the start.
     d_head_hidden: int = 0                    # FeatureHeads: a hidden layer of this width before each logit (0 = a
                                               # linear logit), so a head can judge how regions combine.
+    stats_weight: float = 0.0                 # Attribute-statistics matching weight (AttributeStatistics), 0 = off.
+    stats_judge: str | None = None            # Its judge: the stem of an attribute predictor (.safetensors + .json),
+                                              # best not the one evaluate_gan measures with.
+    stats_momentum: float = 0.02              # Share of each batch in the running statistics of generated images.
+    stats_real_n: int = 8192                  # Renders the target statistics are measured on.
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", {int(k): int(v) for k, v in self.channels.items()})
@@ -99,6 +106,11 @@ class TrainConfig:
             raise ValueError(f"d_features must be null or \"segmenter\", got {self.d_features!r}")
         if self.d_head_hidden < 0:
             raise ValueError(f"d_head_hidden must be >= 0, got {self.d_head_hidden}")
+        if not (self.stats_weight >= 0 and 0 < self.stats_momentum <= 1 and self.stats_real_n >= 2):
+            raise ValueError("attribute-statistics matching needs stats_weight >= 0, 0 < stats_momentum <= 1 and "
+                             "stats_real_n >= 2")
+        if self.stats_weight > 0 and not self.stats_judge:
+            raise ValueError("stats_weight > 0 needs stats_judge: the stem of an attribute predictor")
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
@@ -169,6 +181,75 @@ def hessian_penalty(fn, x: torch.Tensor, k: int = 2, epsilon: float = 0.1,
     center = fn(x)
     second = torch.stack([(fn(x + epsilon * vi) - 2 * center + fn(x - epsilon * vi)) / epsilon ** 2 for vi in v])
     return second.var(dim=0, unbiased=True).flatten(1).amax(dim=1).mean()
+
+
+class AttributeStatistics:
+    """Attribute-statistics matching: a generator loss that pulls the mean and the correlations of a frozen
+    attribute predictor's soft outputs on generated images towards their values on renders.
+
+    A discriminator judges images one at a time, so a generator can make each image plausible and still
+    get the joint distribution of the factors wrong: every fine-tune here amplified the renders' age-glasses
+    correlation (0.35) to 0.55. This loss sees it directly. The judge's outputs (binary probabilities,
+    categorical class probabilities, continuous values) are standardised by their mean and deviation on
+    ``real_n`` renders, whose correlation matrix R is the target. On generated images a running mean mu and
+    second moment M (``momentum``: each batch's share) give the covariance C = M - mu mu^T, and the loss is
+    ``weight * (|mu|^2 + |C - R|_F^2) / momentum``: its gradient through the current batch is that of the
+    mismatch itself, while the running statistics average the noise of a 32-image batch out.
+    The judge should not be the predictor that ``evaluate_gan`` measures with (a second predictor, trained
+    with another seed), so the evaluation stays an independent check.
+    """
+
+    def __init__(self, judge: nn.Module, real: torch.Tensor, momentum: float):
+        self.judge, self.momentum = judge, momentum
+        with torch.no_grad():
+            v = torch.cat([self.vector(chunk) for chunk in real.split(512)])          # [n, D]
+        self.mean, self.std = v.mean(0), v.std(0).clamp_min(1e-3)
+        z = (v - self.mean) / self.std
+        self.target = z.T @ z / (len(z) - 1)                                          # R [D, D]
+        self.running: tuple[torch.Tensor, torch.Tensor] | None = None                # (mu, M), saved in state.pt
+
+    def vector(self, img: torch.Tensor) -> torch.Tensor:
+        """The judge's soft outputs [N, D]: binary probabilities, class probabilities, continuous values."""
+        from interp.builtin.faces import FACTOR_BY_NAME
+
+        out = self.judge.raw(self.judge.features(img))
+        cols = []
+        for name, o in out.items():
+            kind = FACTOR_BY_NAME[name].kind
+            cols.append(o.softmax(-1) if kind == "categorical" else (o.sigmoid() if kind == "binary" else o)[:, None])
+        return torch.cat(cols, dim=1)
+
+    def loss(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss, differentiable; the mismatch |mu|^2 + |C - R|^2, detached) for generated images."""
+        z = (self.vector(img.float()) - self.mean) / self.std
+        mu_b, m_b = z.mean(0), z.T @ z / len(z)
+        a = self.momentum if self.running is not None else 1.0     # the first batch starts the running values
+        mu = mu_b if self.running is None else self.running[0].lerp(mu_b, a)
+        m = m_b if self.running is None else self.running[1].lerp(m_b, a)
+        mismatch = mu.square().sum() + (m - torch.outer(mu, mu) - self.target).square().sum()
+        self.running = (mu.detach(), m.detach())
+        return mismatch / a, mismatch.detach()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.running is None else {"mu": self.running[0], "m": self.running[1]}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.running = (state["mu"], state["m"]) if state else None
+
+
+def load_stats_judge(stem: str | Path, device: torch.device) -> nn.Module:
+    """A frozen attribute predictor from ``stem``.safetensors/.json; ValueError if it is not there."""
+    from interp.builtin.common import load_config, load_weights
+    from interp.builtin.predictor import AttributePredictor, PredictorConfig
+
+    stem = Path(stem)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    if not stem.with_suffix(".safetensors").exists() or not stem.with_suffix(".json").exists():
+        raise ValueError(f"stats_judge: {stem}.safetensors and {stem}.json are needed (python -m "
+                         f"interp.builtin.train_predictor --seed 1 --out {stem})")
+    model = load_weights(AttributePredictor(load_config(stem, PredictorConfig)), stem)
+    return model.to(device).eval().requires_grad_(False)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -246,6 +327,14 @@ class Trainer:
             self.features = load_segmenter(self.device)
             self.heads = FeatureHeads(self.features.config.widths, hidden=cfg.d_head_hidden).to(self.device).train()
         self.d_modules = [self.D] + ([self.heads] if self.heads is not None else [])  # what opt_d trains
+        self.attr_stats = None                           # stats_weight: attribute-statistics matching
+        if cfg.stats_weight > 0:
+            factors = sample_factors(cfg.stats_real_n, seed=step_seed(cfg.seed, 2**36, 3))  # beyond every step's
+            real = torch.cat([to_8bit(render_torch({k: v[i:i + 1024] for k, v in factors.items()},
+                                                   size=cfg.resolution, device=self.device)[0])
+                              for i in range(0, cfg.stats_real_n, 1024)])
+            self.attr_stats = AttributeStatistics(load_stats_judge(cfg.stats_judge, self.device), real,
+                                                  cfg.stats_momentum)
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
         fused = self.device.type == "cuda"              # one kernel for all parameters on a GPU
         self.opt_d = torch.optim.Adam([p for m in self.d_modules for p in m.parameters()], lr=cfg.lr_d * r,
@@ -335,9 +424,12 @@ class Trainer:
         with self._autocast():
             fake = self.G.synthesis(self._latents(gen), noise_mode="random")
             loss_g = F.softplus(-self.discriminate(fake).float()).mean()
+        stats["loss_g"] = loss_g.detach()
+        if self.attr_stats is not None:
+            loss_stats, stats["attr_stats"] = self.attr_stats.loss(fake)
+            loss_g = loss_g + loss_stats * cfg.stats_weight
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        stats["loss_g"] = loss_g.detach()
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
             self.lazy_stats["pl"] = self._path_length(gen)
         if cfg.hessian_weight > 0 and self.step % cfg.hessian_every == 0:
@@ -406,6 +498,7 @@ class Trainer:
         return {"config": json.dumps(self.cfg.to_dict()), "step": self.step, "images": self.images,
                 "pl_mean": self.pl_mean, "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
                 "D": self.D.state_dict(), "heads": self.heads.state_dict() if self.heads is not None else {},
+                "attr_stats": self.attr_stats.state_dict() if self.attr_stats is not None else {},
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
     def save(self, path: Path) -> None:
@@ -428,6 +521,8 @@ class Trainer:
         trainer.D.load_state_dict(state["D"])
         if trainer.heads is not None:
             trainer.heads.load_state_dict(state["heads"])
+        if trainer.attr_stats is not None:
+            trainer.attr_stats.load_state_dict({k: v.to(trainer.device) for k, v in state.get("attr_stats", {}).items()})
         trainer.opt_g.load_state_dict(state["opt_g"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         trainer.step, trainer.pl_mean = int(state["step"]), state["pl_mean"].to(trainer.device)
