@@ -3,9 +3,10 @@
     python bench/plot_training.py runs/gan/scratch_hp5e-5 runs/gan/scratch_ctl --plot curves.png
 
 Prints one row per logged measurement and run (mean and max continuous 1-Wasserstein, binary gap,
-age-glasses correlation difference; 256 samples each, so a single point moves by a few hundredths), and
-with --plot draws them against the images shown, with the medians of the discriminator's loss and, where
-logged, the Hessian penalty per 10 k images (a D loss below 2 ln 2 = 1.386 means D tells fakes apart).
+hair-colour total variation where logged, age-glasses correlation difference; 256 samples each, so a
+single point moves by a few hundredths), and with --plot draws them against the images shown, with the
+medians of the discriminator's loss and, where logged, the Hessian penalty and the attribute-statistics
+mismatch per 10 k images (a D loss below 2 ln 2 = 1.386 means D tells fakes apart).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ METRICS = {
     "continuous_w1_mean": "mean continuous W1",
     "continuous_w1_max": "max continuous W1",
     "binary_gap_mean": "glasses gap",
+    "categorical_tv_max": "hair-colour TV",
     "age_glasses_corr_diff": "age-glasses corr. difference",
 }
 
@@ -36,7 +38,8 @@ def measurements(rows: list[dict]) -> list[tuple[float, dict[str, float]]]:
     return sorted(by_kimg.items())
 
 
-LOGGED = {"loss_d": "D loss (median per 10 k)", "hessian": "Hessian penalty (median per 10 k)"}
+LOGGED = {"loss_d": "D loss (median per 10 k)", "hessian": "Hessian penalty (median per 10 k)",
+          "attr_stats": "attribute-statistics mismatch (median per 10 k)"}
 
 
 def medians(rows: list[dict], key: str, window_kimg: float = 10.0) -> list[tuple[float, float]]:

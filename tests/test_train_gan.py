@@ -245,7 +245,8 @@ def test_attribute_statistics_tell_renders_from_a_generator_without_variety():
 
 
 def test_steps_with_attribute_statistics_resume_exactly(tmp_path):
-    cfg = TrainConfig.from_dict(TINY.to_dict() | {"stats_weight": 1.0, "stats_judge": JUDGE, "stats_real_n": 64})
+    cfg = TrainConfig.from_dict(TINY.to_dict() | {"stats_weight": 1.0, "stats_judge": JUDGE, "stats_real_n": 64,
+                                                  "style_mixing": 0.0})
     straight = Trainer(cfg)
     first = [straight.train_step(render_batch(cfg, step)) for step in range(3)]
     assert all(math.isfinite(s["attr_stats"]) and s["attr_stats"] > 0 for s in first)
@@ -262,6 +263,10 @@ def test_steps_with_attribute_statistics_resume_exactly(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     off = Trainer.load(tmp_path / "state.pt", overrides={"stats_weight": 0.0})   # a resume may switch it off
     assert off.attr_stats is None and "attr_stats" not in off.train_step(render_batch(cfg, 1))
+    mixing = Trainer.load(tmp_path / "state.pt", overrides={"style_mixing": 1.0})  # or mix every batch:
+    running = mixing.attr_stats.running
+    assert "attr_stats" not in mixing.train_step(render_batch(cfg, 1))          # mixed batches do not count
+    assert all(torch.equal(a, b) for a, b in zip(running, mixing.attr_stats.running))
 
 
 def test_device_renders_match_the_cpu_renders():

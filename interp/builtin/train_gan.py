@@ -48,7 +48,8 @@ from interp.models.stylegan2 import (Discriminator, DiscriminatorConv, FullyConn
                                      GeneratorConfig)
 
 DEFAULT_CHANNELS = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32}
-RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg", "hessian_weight", "stats_weight")   # keys a resumed run may change
+RESUMABLE_KEYS = ("batch", "ema_kimg", "d_warmup_kimg", "hessian_weight", "stats_weight",
+                  "style_mixing")                                      # keys a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ class AttributeStatistics:
     second moment M (``momentum``: each batch's share) give the covariance C = M - mu mu^T, and the loss is
     ``weight * (|mu|^2 + |C - R|_F^2) / momentum``: its gradient through the current batch is that of the
     mismatch itself, while the running statistics average the noise of a 32-image batch out.
+    Only batches without style mixing count: a mixed batch takes age from one latent and glasses from
+    another (the cutoff is random), so its correlation is far lower than that of the images a user samples.
     The judge should not be the predictor that ``evaluate_gan`` measures with (a second predictor, trained
     with another seed), so the evaluation stays an independent check.
     """
@@ -365,14 +368,15 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp)
 
-    def _latents(self, gen: torch.Generator) -> torch.Tensor:
+    def _latents(self, gen: torch.Generator) -> tuple[torch.Tensor, bool]:
+        """A batch's ws [N, num_ws, w_dim], and whether two latents were mixed (``style_mixing``: its chance)."""
         z = to_device(torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen), self.device)
         ws = self.G.mapping(z, update_w_avg=True)
         if torch.rand([], generator=gen).item() < self.cfg.style_mixing:
             cutoff = int(torch.randint(1, ws.shape[1], [], generator=gen))
             z2 = to_device(torch.randn([self.cfg.batch, self.cfg.z_dim], generator=gen), self.device)
-            ws = torch.cat([ws[:, :cutoff], self.G.mapping(z2)[:, cutoff:]], dim=1)
-        return ws
+            return torch.cat([ws[:, :cutoff], self.G.mapping(z2)[:, cutoff:]], dim=1), True
+        return ws, False
 
     def train_step(self, real: torch.Tensor, sync: bool = True) -> dict[str, Any]:
         """One step of D and (after the warm-up) G. Returns the losses and the lazy regularisers' last values:
@@ -388,7 +392,7 @@ class Trainer:
         # Discriminator: logistic loss, lazy R1 on reals.
         self._train_d(True)
         with torch.no_grad(), self._autocast():
-            fake = self.G.synthesis(self._latents(gen), noise_mode="random")
+            fake = self.G.synthesis(self._latents(gen)[0], noise_mode="random")
         do_r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
         real_in = real.detach().requires_grad_(do_r1)
         with self._autocast():
@@ -422,10 +426,11 @@ class Trainer:
         cfg = self.cfg
         self._train_d(False)
         with self._autocast():
-            fake = self.G.synthesis(self._latents(gen), noise_mode="random")
+            ws, mixed = self._latents(gen)
+            fake = self.G.synthesis(ws, noise_mode="random")
             loss_g = F.softplus(-self.discriminate(fake).float()).mean()
         stats["loss_g"] = loss_g.detach()
-        if self.attr_stats is not None:
+        if self.attr_stats is not None and not mixed:         # the statistics of the generator as it is sampled
             loss_stats, stats["attr_stats"] = self.attr_stats.loss(fake)
             loss_g = loss_g + loss_stats * cfg.stats_weight
         self.opt_g.zero_grad(set_to_none=True)
