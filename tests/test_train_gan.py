@@ -246,7 +246,7 @@ def test_attribute_statistics_tell_renders_from_a_generator_without_variety():
 
 def test_steps_with_attribute_statistics_resume_exactly(tmp_path):
     cfg = TrainConfig.from_dict(TINY.to_dict() | {"stats_weight": 1.0, "stats_judge": JUDGE, "stats_real_n": 64,
-                                                  "style_mixing": 0.0})
+                                                  "style_mixing": 0.0, "stats_every": 1})
     straight = Trainer(cfg)
     first = [straight.train_step(render_batch(cfg, step)) for step in range(3)]
     assert all(math.isfinite(s["attr_stats"]) and s["attr_stats"] > 0 for s in first)

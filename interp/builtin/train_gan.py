@@ -87,6 +87,7 @@ class TrainConfig:
     stats_weight: float = 0.0                 # Attribute-statistics matching weight (AttributeStatistics), 0 = off.
     stats_judge: str | None = None            # Its judge: the stem of an attribute predictor (.safetensors + .json),
                                               # best not the one evaluate_gan measures with.
+    stats_every: int = 4                      # Lazy attribute-statistics interval (steps): its judge halves the speed.
     stats_momentum: float = 0.02              # Share of each batch in the running statistics of generated images.
     stats_real_n: int = 8192                  # Renders the target statistics are measured on.
 
@@ -107,9 +108,10 @@ class TrainConfig:
             raise ValueError(f"d_features must be null or \"segmenter\", got {self.d_features!r}")
         if self.d_head_hidden < 0:
             raise ValueError(f"d_head_hidden must be >= 0, got {self.d_head_hidden}")
-        if not (self.stats_weight >= 0 and 0 < self.stats_momentum <= 1 and self.stats_real_n >= 2):
-            raise ValueError("attribute-statistics matching needs stats_weight >= 0, 0 < stats_momentum <= 1 and "
-                             "stats_real_n >= 2")
+        if not (self.stats_weight >= 0 and 0 < self.stats_momentum <= 1 and self.stats_real_n >= 2
+                and self.stats_every >= 1):
+            raise ValueError("attribute-statistics matching needs stats_weight >= 0, 0 < stats_momentum <= 1, "
+                             "stats_real_n >= 2 and stats_every >= 1")
         if self.stats_weight > 0 and not self.stats_judge:
             raise ValueError("stats_weight > 0 needs stats_judge: the stem of an attribute predictor")
 
@@ -430,9 +432,9 @@ class Trainer:
             fake = self.G.synthesis(ws, noise_mode="random")
             loss_g = F.softplus(-self.discriminate(fake).float()).mean()
         stats["loss_g"] = loss_g.detach()
-        if self.attr_stats is not None and not mixed:         # the statistics of the generator as it is sampled
-            loss_stats, stats["attr_stats"] = self.attr_stats.loss(fake)
-            loss_g = loss_g + loss_stats * cfg.stats_weight
+        if self.attr_stats is not None and not mixed and self.step % cfg.stats_every == 0:   # unmixed: as sampled
+            loss_stats, self.lazy_stats["attr_stats"] = self.attr_stats.loss(fake)
+            loss_g = loss_g + loss_stats * (cfg.stats_weight * cfg.stats_every)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
