@@ -3,22 +3,21 @@
     python -m interp.builtin.train_gan --run runs/gan/faces64 --kimg 400
     python -m interp.builtin.train_gan --run runs/gan/faces64 --export assets/builtin/faces64.safetensors
 
-StyleGAN2 recipe: non-saturating logistic loss, lazy R1 on reals, style mixing, EMA generator,
-`w_avg` tracking, optional path-length regularisation, optional Hessian penalty (Peebles et al.,
-ECCV 2020: a training-time push towards disentangled latents) and bf16 autocast. The data is unlimited
-(a new render for every image), so there is no augmentation. Every step is seeded by its index,
-so a run interrupted and resumed from `state.pt` continues exactly as an uninterrupted one.
-A resumed run may change its batch size, EMA half-life and Hessian-penalty weight
-(`--config '{"batch": 64}'`), e.g. to go on with a larger batch on a GPU, where the faces are rendered
-on the device itself. A new run
-may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a fresh
-discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
-`"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images
-(a resumed run may lengthen it), and `"d_features": "segmenter"` gives D heads on the frozen part
-segmenter's features, which tell a trained generator from the renders where a fresh pixel D is at chance
-(`"d_head_hidden": 64`: a hidden layer in each head). `"stats_weight": 1, "stats_judge": <predictor stem>`
-adds attribute-statistics matching (AttributeStatistics): the generator is pulled towards the renders' mean
-and correlations of a second attribute predictor's outputs, e.g. the age-glasses correlation.
+StyleGAN2 recipe: non-saturating logistic loss, lazy R1 on reals, style mixing, EMA generator, `w_avg`
+tracking, optional path-length regularisation, optional Hessian penalty (Peebles et al., ECCV 2020: a
+training-time push towards disentangled latents) and bf16 autocast. The data is unlimited (a new render for
+every image), so there is no augmentation. Every step is seeded by its index, so a run interrupted and resumed
+from `state.pt` continues exactly as an uninterrupted one. A resumed run may change its batch size, EMA
+half-life, Hessian-penalty and attribute-statistics weights and style-mixing probability
+(`--config '{"batch": 64}'`), e.g. to go on with a larger batch on a GPU, where the faces are rendered on the
+device itself. A new run may start from an exported generator
+(`--init assets/builtin/faces64.safetensors`, a fresh discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`); `"d_warmup_kimg": 20`
+first trains that discriminator alone against the held generator for 20 k images (a resumed run may lengthen
+it), and `"d_features": "segmenter"` gives D heads on the frozen part segmenter's features, which tell a
+trained generator from the renders where a fresh pixel D is at chance (`"d_head_hidden": 64`: a hidden layer
+in each head). `"stats_weight": 1, "stats_judge": <predictor stem>` adds attribute-statistics matching
+(AttributeStatistics): the generator is pulled towards the renders' mean and correlations of a second
+attribute predictor's outputs, e.g. the age-glasses correlation.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
@@ -190,18 +189,18 @@ class AttributeStatistics:
     """Attribute-statistics matching: a generator loss that pulls the mean and the correlations of a frozen
     attribute predictor's soft outputs on generated images towards their values on renders.
 
-    A discriminator judges images one at a time, so a generator can make each image plausible and still
-    get the joint distribution of the factors wrong: every fine-tune here amplified the renders' age-glasses
-    correlation (0.35) to 0.55. This loss sees it directly. The judge's outputs (binary probabilities,
-    categorical class probabilities, continuous values) are standardised by their mean and deviation on
-    ``real_n`` renders, whose correlation matrix R is the target. On generated images a running mean mu and
-    second moment M (``momentum``: each batch's share) give the covariance C = M - mu mu^T, and the loss is
-    ``weight * (|mu|^2 + |C - R|_F^2) / momentum``: its gradient through the current batch is that of the
-    mismatch itself, while the running statistics average the noise of a 32-image batch out.
-    Only batches without style mixing count: a mixed batch takes age from one latent and glasses from
-    another (the cutoff is random), so its correlation is far lower than that of the images a user samples.
-    The judge should not be the predictor that ``evaluate_gan`` measures with (a second predictor, trained
-    with another seed), so the evaluation stays an independent check.
+    A discriminator judges images one at a time, so a generator can make each image plausible and still get the
+    joint distribution of the factors wrong: every fine-tune here amplified the renders' age-glasses correlation
+    (0.35) to 0.55 (style mixing let them: bench/bench_mixing.py). This loss sees it directly. The judge's
+    outputs (binary probabilities, categorical class probabilities, continuous values) are standardised by their
+    mean and deviation on ``real_n`` renders, whose correlation matrix R is the target. On generated images a
+    running mean mu and second moment M (``momentum``: each batch's share) give the covariance C = M - mu mu^T,
+    and the loss is ``weight * (|mu|^2 + |C - R|_F^2) / momentum``: its gradient through the current batch is
+    that of the mismatch itself, while the running statistics average the noise of a 32-image batch out. Only
+    batches without style mixing count: a mixed batch takes age from one latent and glasses from another (the
+    cutoff is random), so its correlation is far lower than that of the images a user samples. The judge should
+    not be the predictor that ``evaluate_gan`` measures with (a second predictor, trained with another seed), so
+    the evaluation stays an independent check.
     """
 
     def __init__(self, judge: nn.Module, real: torch.Tensor, momentum: float):
@@ -529,7 +528,8 @@ class Trainer:
         if trainer.heads is not None:
             trainer.heads.load_state_dict(state["heads"])
         if trainer.attr_stats is not None:
-            trainer.attr_stats.load_state_dict({k: v.to(trainer.device) for k, v in state.get("attr_stats", {}).items()})
+            running = state.get("attr_stats", {})
+            trainer.attr_stats.load_state_dict({k: v.to(trainer.device) for k, v in running.items()})
         trainer.opt_g.load_state_dict(state["opt_g"])
         trainer.opt_d.load_state_dict(state["opt_d"])
         trainer.step, trainer.pl_mean = int(state["step"]), state["pl_mean"].to(trainer.device)
