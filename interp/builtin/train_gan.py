@@ -10,14 +10,14 @@ every image), so there is no augmentation. Every step is seeded by its index, so
 from `state.pt` continues exactly as an uninterrupted one. A resumed run may change its batch size, EMA
 half-life, Hessian-penalty and attribute-statistics weights and style-mixing probability
 (`--config '{"batch": 64}'`), e.g. to go on with a larger batch on a GPU, where the faces are rendered on the
-device itself. A new run may start from an exported generator
-(`--init assets/builtin/faces64.safetensors`, a fresh discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`); `"d_warmup_kimg": 20`
-first trains that discriminator alone against the held generator for 20 k images (a resumed run may lengthen
-it), and `"d_features": "segmenter"` gives D heads on the frozen part segmenter's features, which tell a
-trained generator from the renders where a fresh pixel D is at chance (`"d_head_hidden": 64`: a hidden layer
-in each head). `"stats_weight": 1, "stats_judge": <predictor stem>` adds attribute-statistics matching
-(AttributeStatistics): the generator is pulled towards the renders' mean and correlations of a second
-attribute predictor's outputs, e.g. the age-glasses correlation.
+device itself. A new run may start from an exported generator (`--init assets/builtin/faces64.safetensors`, a
+fresh discriminator), e.g. to fine-tune it with the Hessian penalty (`--config '{"hessian_weight": 0.1}'`);
+`"d_warmup_kimg": 20` first trains that discriminator alone against the held generator for 20 k images (a
+resumed run may lengthen it), and `"d_features": "segmenter"` gives D heads on the frozen part segmenter's
+features, which tell a trained generator from the renders where a fresh pixel D is at chance
+(`"d_head_hidden": 64`: a hidden layer in each head). `"stats_weight": 1, "stats_judge": <predictor stem>`
+adds attribute-statistics matching (AttributeStatistics): the generator is pulled towards the renders' mean
+and correlations of a second attribute predictor's outputs, e.g. the age-glasses correlation.
 The run folder holds `state.pt` (resumable), `log.jsonl` (losses, speed, quick metrics) and
 `samples_<kimg>.png` grids.
 """
