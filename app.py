@@ -64,7 +64,8 @@ Steer a pretrained StyleGAN2 with controls a person understands. Every control i
 see "Use via API" at the bottom of the page."""
 
 # Small GAN outputs (64x64) are shown enlarged with visible pixels instead of as thumbnails.
-CSS = ".pixel-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+CSS = (".pixel-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }\n"
+       ".model-about code { white-space: normal; overflow-wrap: anywhere; }")   # a long source wraps, not clipped
 
 
 def resolve_device(device: str) -> str:
@@ -100,7 +101,7 @@ def build_demo(zoo: Zoo, device: str = "cpu") -> gr.Blocks:
                 interactive=bool(picked.choices),
                 scale=2,
             )
-            about = gr.Markdown(_describe(zoo, picked.default))
+            about = gr.Markdown(_describe(zoo, picked.default), elem_classes="model-about")
         preload = gr.Markdown(preload_markdown(zoo), visible=bool(zoo.preload_status()))
         preload_timer = gr.Timer(2.0, active=False)  # ticks while a start-up download runs
 
