@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interp import load_generator  # noqa: E402
 from interp.builtin import load_predictor  # noqa: E402
-from interp.builtin.evaluate_gan import HELD_OUT_SEEDS, judge, rendered_batches  # noqa: E402
+from interp.builtin.evaluate_gan import HELD_OUT_SEEDS, age_glasses_corr, judge, rendered_batches  # noqa: E402
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def age_glasses(G, ws: torch.Tensor, predictor) -> tuple[float, float]:
     """(correlation of predicted age and glasses, glasses rate) over the images of ws [N, num_ws, w_dim]."""
     batches = (G.synthesis(ws[i:i + 250], noise_mode="const").clamp(-1, 1) for i in range(0, len(ws), 250))
     d = judge(batches, predictor, None)
-    return float(np.corrcoef(d["age"], d["glasses"])[0, 1]), float(d["glasses"].mean())
+    return age_glasses_corr(d), float(d["glasses"].mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     predictor = load_predictor()
     real = judge(rendered_batches(args.n, HELD_OUT_SEEDS[0]), predictor, None)
-    print(f"renders: age-glasses correlation {np.corrcoef(real['age'], real['glasses'])[0, 1]:.3f}, "
+    print(f"renders: age-glasses correlation {age_glasses_corr(real):.3f}, "
           f"glasses {real['glasses'].mean():.3f}")
     for model in args.models:
         G = load_generator(model).cpu().eval()

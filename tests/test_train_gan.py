@@ -221,7 +221,7 @@ def _renders(n: int, seed: int) -> torch.Tensor:
 
 
 def test_attribute_statistics_tell_renders_from_a_generator_without_variety():
-    stats = AttributeStatistics(load_stats_judge(JUDGE, torch.device("cpu")), _renders(512, 1), momentum=0.5)
+    stats = AttributeStatistics(load_stats_judge(JUDGE, torch.device("cpu")), [_renders(512, 1)], momentum=0.5)
     d = stats.target.shape[0]
     assert d == 14 and torch.allclose(stats.target.diagonal(), torch.ones(d), atol=1e-4)   # a correlation matrix
     with torch.no_grad():
@@ -270,8 +270,6 @@ def test_steps_with_attribute_statistics_resume_exactly(tmp_path):
 
 
 def test_device_renders_match_the_cpu_renders():
-    from interp.builtin.faces import render_torch, sample_factors
-
     factors = sample_factors(TINY.batch, seed=0)          # render_batch(TINY, 0) renders these factors
     on_device = to_8bit(render_torch(factors, size=16)[0])
     assert (on_device - render_batch(TINY, 0)).abs().max() < 1e-5

@@ -71,7 +71,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
-def _age_glasses_corr(d: dict[str, np.ndarray]) -> float:
+def age_glasses_corr(d: dict[str, np.ndarray]) -> float:
     """Pearson correlation of predicted age and glasses; NaN when either is constant."""
     if d["age"].std() == 0 or d["glasses"].std() == 0:
         return float("nan")
@@ -95,7 +95,7 @@ def compare(gen: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> dict[str
             factors[f.name] = {"kind": "categorical", "tv": 0.5 * np.abs(hg - hr).sum(),
                                "gen_hist": hg.tolist(), "real_hist": hr.tolist()}
     out: dict[str, dict] = {"factors": factors}
-    g, r = _age_glasses_corr(gen), _age_glasses_corr(real)
+    g, r = age_glasses_corr(gen), age_glasses_corr(real)
     out["age_glasses_corr"] = {"gen": g, "real": r, "diff": abs(g - r)}
     if "parts" in gen and "parts" in real:
         pg, pr = gen["parts"].mean(0), real["parts"].mean(0)

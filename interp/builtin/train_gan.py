@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from interp.builtin.faces import images_to_tensor, render, render_torch, sample_factors
+from interp.builtin.faces import FACTOR_BY_NAME, images_to_tensor, render, render_torch, sample_factors
 from interp.models.stylegan2 import (Discriminator, DiscriminatorConv, FullyConnectedLayer, Generator,
                                      GeneratorConfig)
 
@@ -203,10 +203,11 @@ class AttributeStatistics:
     the evaluation stays an independent check.
     """
 
-    def __init__(self, judge: nn.Module, real: torch.Tensor, momentum: float):
+    def __init__(self, judge: nn.Module, real: Iterable[torch.Tensor], momentum: float):
+        """``real``: batches of renders [B, 3, H, W] in [-1, 1]."""
         self.judge, self.momentum = judge, momentum
         with torch.no_grad():
-            v = torch.cat([self.vector(chunk) for chunk in real.split(512)])          # [n, D]
+            v = torch.cat([self.vector(batch) for batch in real])                     # [n, D]
         self.mean, self.std = v.mean(0), v.std(0).clamp_min(1e-3)
         z = (v - self.mean) / self.std
         self.target = z.T @ z / (len(z) - 1)                                          # R [D, D]
@@ -214,8 +215,6 @@ class AttributeStatistics:
 
     def vector(self, img: torch.Tensor) -> torch.Tensor:
         """The judge's soft outputs [N, D]: binary probabilities, class probabilities, continuous values."""
-        from interp.builtin.faces import FACTOR_BY_NAME
-
         out = self.judge.raw(self.judge.features(img))
         cols = []
         for name, o in out.items():
@@ -227,9 +226,11 @@ class AttributeStatistics:
         """(the loss, differentiable; the mismatch |mu|^2 + |C - R|^2, detached) for generated images."""
         z = (self.vector(img.float()) - self.mean) / self.std
         mu_b, m_b = z.mean(0), z.T @ z / len(z)
-        a = self.momentum if self.running is not None else 1.0     # the first batch starts the running values
-        mu = mu_b if self.running is None else self.running[0].lerp(mu_b, a)
-        m = m_b if self.running is None else self.running[1].lerp(m_b, a)
+        if self.running is None:                                   # the first batch starts the running values
+            mu, m, a = mu_b, m_b, 1.0
+        else:
+            a = self.momentum
+            mu, m = self.running[0].lerp(mu_b, a), self.running[1].lerp(m_b, a)
         mismatch = mu.square().sum() + (m - torch.outer(mu, mu) - self.target).square().sum()
         self.running = (mu.detach(), m.detach())
         return mismatch / a, mismatch.detach()
@@ -243,6 +244,7 @@ class AttributeStatistics:
 
 def load_stats_judge(stem: str | Path, device: torch.device) -> nn.Module:
     """A frozen attribute predictor from ``stem``.safetensors/.json; ValueError if it is not there."""
+    from interp.builtin import _frozen
     from interp.builtin.common import load_config, load_weights
     from interp.builtin.predictor import AttributePredictor, PredictorConfig
 
@@ -252,8 +254,7 @@ def load_stats_judge(stem: str | Path, device: torch.device) -> nn.Module:
     if not stem.with_suffix(".safetensors").exists() or not stem.with_suffix(".json").exists():
         raise ValueError(f"stats_judge: {stem}.safetensors and {stem}.json are needed (python -m "
                          f"interp.builtin.train_predictor --seed 1 --out {stem})")
-    model = load_weights(AttributePredictor(load_config(stem, PredictorConfig)), stem)
-    return model.to(device).eval().requires_grad_(False)
+    return _frozen(load_weights(AttributePredictor(load_config(stem, PredictorConfig)), stem), device)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -334,9 +335,8 @@ class Trainer:
         self.attr_stats = None                           # stats_weight: attribute-statistics matching
         if cfg.stats_weight > 0:
             factors = sample_factors(cfg.stats_real_n, seed=step_seed(cfg.seed, 2**36, 3))  # beyond every step's
-            real = torch.cat([to_8bit(render_torch({k: v[i:i + 1024] for k, v in factors.items()},
-                                                   size=cfg.resolution, device=self.device)[0])
-                              for i in range(0, cfg.stats_real_n, 1024)])
+            real = (to_8bit(render_torch({k: v[i:i + 512] for k, v in factors.items()}, size=cfg.resolution,
+                                         device=self.device)[0]) for i in range(0, cfg.stats_real_n, 512))
             self.attr_stats = AttributeStatistics(load_stats_judge(cfg.stats_judge, self.device), real,
                                                   cfg.stats_momentum)
         r = cfg.r1_every / (cfg.r1_every + 1)            # lazy regularisation: adjust lr and betas
