@@ -46,7 +46,9 @@ def test_train_edit_hold_fixed_verify_and_export(faces_app):
     assert "boundaries" in status and "400 samples" in status
     names = [row[0] for row in table["data"]]
     assert {"age", "glasses", "smile"} <= set(names)
-    assert all(row[1] == "SVM" and 0.5 <= row[2] <= 1.0 for row in table["data"])   # validation accuracies
+    assert all(row[1] == "SVM" and 0.0 <= row[2] <= 1.0 for row in table["data"])   # validation accuracies
+    accuracy = {row[0]: row[2] for row in table["data"]}
+    assert min(accuracy["age"], accuracy["glasses"]) >= 0.9     # global factors separate in W even from 80 samples
 
     older = _pixels(client.predict("faces64", "age", 3.0, [], api_name="/attributes_render"))
     assert np.abs(older - _pixels(current)).mean() > 1                  # the edit changes the image

@@ -20,7 +20,8 @@ def test_loads_by_id_with_the_documented_shapes(G):
         ws = G.mapping(G.sample_z(3, seed=0))
         img = G.synthesis(ws, noise_mode="const")
     assert ws.shape == (3, G.num_ws, 128) and img.shape == (3, 3, 64, 64)
-    assert torch.isfinite(img).all() and img.abs().max() < 1.5
+    assert torch.isfinite(img).all() and img.abs().max() < 2.0
+    assert (img.abs() > 1.2).float().mean() < 0.01          # the renders' range [-1, 1], but for a few pixels
 
 
 def test_truncation_moves_toward_w_avg(G):
